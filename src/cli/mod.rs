@@ -1,0 +1,185 @@
+//! The `medlake` command line: argument parsing and dispatch. Each command is a thin layer
+//! over the library; nothing here is needed to use medlake as a library.
+
+mod output;
+mod repl;
+pub mod statements;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::ingest::dicom::{ingest_dicom, DicomIngestOptions};
+use crate::lake::{AsOf, Lake};
+
+pub use output::Format;
+
+/// A multimodal data-lake query engine for medicine: DICOM, reports and genomics in SQL.
+#[derive(Debug, Parser)]
+#[command(name = "medlake", version, about)]
+pub struct Cli {
+    /// The lake: a folder, or a file://, s3://, gs:// or az:// URL.
+    #[arg(long, global = true, env = "MEDLAKE_LAKE")]
+    pub lake: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring data into the lake.
+    #[command(subcommand)]
+    Ingest(IngestCommand),
+    /// Run SQL: an interactive shell, or the statements of -c / -f.
+    Sql(SqlArgs),
+    /// Build a small deterministic demo lake from generated CT series and run the example
+    /// cohorts in sql/cohorts/ on it.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Ingest DICOM headers from files and folders (recursively).
+    Dicom {
+        /// Files or folders.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// Stored in the `collection` column of every row.
+        #[arg(long, default_value = "default")]
+        collection: String,
+        /// Exit with a failure status if any file could not be ingested.
+        #[arg(long)]
+        strict: bool,
+        /// Files per commit.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// SQL to run (several statements separated by `;`). May be repeated.
+    #[arg(short = 'c', long = "command")]
+    pub commands: Vec<String>,
+    /// A file of SQL statements to run.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write results to this file instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Read the lake as of a lake version (a number) or a timestamp (RFC 3339, or a date).
+    #[arg(long)]
+    pub as_of: Option<String>,
+}
+
+/// Default lake location when neither --lake nor MEDLAKE_LAKE is given.
+pub const DEFAULT_LAKE: &str = "./lake";
+/// Default demo lake, so that `medlake demo` never writes into a real lake by accident.
+pub const DEFAULT_DEMO_LAKE: &str = "./demo-lake";
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medlake: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("medlake: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> crate::Result<ExitCode> {
+    match cli.command {
+        Command::Ingest(IngestCommand::Dicom {
+            inputs,
+            collection,
+            strict,
+            batch_size,
+        }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let opts = DicomIngestOptions {
+                collection,
+                batch_size,
+                ..Default::default()
+            };
+            let summary = ingest_dicom(&lake, &inputs, &opts).await?;
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "{} files: {} ingested, {} duplicates, {} errors in {:.2} s ({:.0} files/s); lake version {}",
+                    summary.files_seen,
+                    summary.ingested,
+                    summary.duplicates,
+                    summary.errors,
+                    summary.seconds,
+                    summary.files_seen as f64 / summary.seconds.max(1e-9),
+                    summary.lake_version
+                );
+                if summary.errors > 0 {
+                    println!("see: medlake sql -c \"SELECT * FROM ingest_errors\"");
+                }
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).expect("the summary serializes")
+                );
+            }
+            Ok(if strict && summary.errors > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Sql(args) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let as_of = args.as_of.as_deref().map(str::parse::<AsOf>).transpose()?;
+            let session = crate::session::open_session(&lake, as_of.as_ref()).await?;
+            let mut sql = args.commands.join(";\n");
+            if let Some(f) = &args.file {
+                let text =
+                    std::fs::read_to_string(f).map_err(|e| crate::Error::io(f.display(), e))?;
+                sql.push_str(";\n");
+                sql.push_str(&text);
+            }
+            if sql.trim().trim_matches(';').trim().is_empty() {
+                repl::run(&session, &lake).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut sink = output::Sink::open(args.format, args.output.as_deref())?;
+            statements::run_all(&session.ctx, &sql, &mut sink).await?;
+            sink.finish()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let lake_dir = cli.lake.unwrap_or_else(|| DEFAULT_DEMO_LAKE.to_string());
+            crate::demo::run(std::path::Path::new(&lake_dir), &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.to_possible_value().expect("no skipped variants");
+        f.write_str(s.get_name())
+    }
+}
+
+/// A sink on standard output, for callers outside the CLI (the demo).
+pub fn output_sink(format: Format) -> crate::Result<output::Sink> {
+    output::Sink::open(format, None)
+}

@@ -1,0 +1,67 @@
+//! Running a script of SQL statements against a session, one statement at a time.
+
+use std::time::Instant;
+
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParser;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use futures::StreamExt;
+
+use super::output::Sink;
+use crate::error::Result;
+
+/// Split a script into statements with DataFusion's parser (so `;` inside strings is safe).
+pub fn split(sql: &str) -> Result<Vec<datafusion::sql::parser::Statement>> {
+    Ok(DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+        .map_err(datafusion::error::DataFusionError::from)?
+        .into_iter()
+        .collect())
+}
+
+/// Plan and start one statement; DDL runs to completion here and yields no rows.
+pub async fn execute(
+    ctx: &SessionContext,
+    stmt: datafusion::sql::parser::Statement,
+) -> Result<SendableRecordBatchStream> {
+    let plan = ctx.state().statement_to_plan(stmt).await?;
+    let df = ctx.execute_logical_plan(plan).await?;
+    Ok(df.execute_stream().await?)
+}
+
+/// Run every statement of a script, writing the rows of each query to the sink.
+pub async fn run_all(ctx: &SessionContext, sql: &str, sink: &mut Sink) -> Result<()> {
+    let timing = std::env::var("MEDLAKE_TIMING").is_ok_and(|v| v == "1");
+    for stmt in split(sql)? {
+        let started = Instant::now();
+        let is_query = matches!(
+            &stmt,
+            datafusion::sql::parser::Statement::Statement(s)
+                if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)
+                    | datafusion::sql::sqlparser::ast::Statement::ShowTables { .. }
+                    | datafusion::sql::sqlparser::ast::Statement::ShowColumns { .. }
+                    | datafusion::sql::sqlparser::ast::Statement::ExplainTable { .. }
+                    | datafusion::sql::sqlparser::ast::Statement::Explain { .. })
+        ) || matches!(&stmt, datafusion::sql::parser::Statement::Explain(_));
+        let mut stream = execute(ctx, stmt).await?;
+        if is_query {
+            sink.begin(stream.schema())?;
+        }
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if is_query {
+                sink.write(&batch)?;
+            }
+        }
+        if is_query {
+            sink.end()?;
+        }
+        if timing {
+            eprintln!(
+                "elapsed_ms: {:.3}",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+    Ok(())
+}

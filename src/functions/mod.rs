@@ -1,0 +1,41 @@
+//! medlake's SQL functions.
+//!
+//! - `dicom_tag(dicom_json, path)`: any element of an instance's header (see [`dicom_tag`]).
+//! - `lake_version()`: the lake version and table versions this session reads.
+//! - `as_of(table, version_or_timestamp)`: a table as it was at an earlier lake version.
+
+pub mod dicom_tag;
+pub mod time_travel;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+
+use crate::lake::Lake;
+
+/// Register the functions that need no lake.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(ScalarUDF::from(dicom_tag::DicomTag::new()));
+}
+
+/// Register the functions that read the lake itself.
+pub fn register_lake(
+    ctx: &SessionContext,
+    lake: &Lake,
+    lake_version: Option<i64>,
+    table_versions: &BTreeMap<String, i64>,
+) {
+    ctx.register_udtf(
+        "lake_version",
+        Arc::new(time_travel::LakeVersionFunc {
+            lake_version,
+            table_versions: table_versions.clone(),
+        }),
+    );
+    ctx.register_udtf(
+        "as_of",
+        Arc::new(time_travel::AsOfFunc { lake: lake.clone() }),
+    );
+}

@@ -1,0 +1,128 @@
+//! The one place that builds a DataFusion session for a lake.
+//!
+//! The CLI, the demo, the tests and (later) the server all call [`open_session`]: it
+//! registers every lake table at the requested point in history, medlake's SQL functions,
+//! and the settings that make DICOM keywords work unquoted in their PascalCase.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::{provider_as_source, ViewTable};
+use datafusion::logical_expr::{cast, col, LogicalPlanBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::ingest::dicom::columns::time_columns;
+use crate::lake::{AsOf, Lake, LAKE_LOG};
+
+/// A session over a lake, and what it read.
+pub struct LakeSession {
+    pub ctx: SessionContext,
+    /// The lake version read (`None` when the lake has none yet, or for a timestamp read).
+    pub lake_version: Option<i64>,
+    /// The Delta version of each registered table.
+    pub table_versions: BTreeMap<String, i64>,
+}
+
+/// A context with medlake's settings and functions, but no lake tables.
+pub fn plain_context() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        // DICOM keywords are PascalCase column names: keep identifiers as typed.
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+    let ctx = SessionContext::new_with_config(config);
+    crate::functions::register(&ctx);
+    ctx
+}
+
+/// Open a session over the lake, at its newest state or as of a point in its history.
+pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSession> {
+    let ctx = plain_context();
+    let versions = lake.lake_versions().await?;
+    let newest = versions.last().map(|v| v.lake_version);
+    let mut table_versions = BTreeMap::new();
+    let lake_version = match as_of {
+        None => {
+            for name in lake.table_names().await? {
+                if let Some(t) = lake.table(&name).await? {
+                    table_versions.insert(name.clone(), t.version().unwrap_or(0) as i64);
+                    register(&ctx, &name, &t).await?;
+                }
+            }
+            newest
+        }
+        Some(AsOf::Version(v)) => {
+            let Some(entry) = versions.iter().find(|e| e.lake_version == *v) else {
+                return Err(Error::NoSuchLakeVersion {
+                    requested: *v,
+                    newest: newest.unwrap_or(0),
+                });
+            };
+            for (name, tv) in &entry.table_versions {
+                if let Some(t) = lake.table_at_version(name, *tv).await? {
+                    register(&ctx, name, &t).await?;
+                    table_versions.insert(name.clone(), *tv);
+                }
+            }
+            Some(*v)
+        }
+        Some(AsOf::Timestamp(at)) => {
+            for name in lake.table_names().await? {
+                if name == LAKE_LOG {
+                    continue;
+                }
+                if let Some(t) = lake.table_at_time(&name, *at).await? {
+                    table_versions.insert(name.clone(), t.version().unwrap_or(0) as i64);
+                    register(&ctx, &name, &t).await?;
+                }
+            }
+            versions
+                .iter()
+                .rev()
+                .find(|v| v.committed_at <= *at)
+                .map(|v| v.lake_version)
+        }
+    };
+    crate::functions::register_lake(&ctx, lake, lake_version, &table_versions);
+    Ok(LakeSession {
+        ctx,
+        lake_version,
+        table_versions,
+    })
+}
+
+async fn register(ctx: &SessionContext, name: &str, table: &deltalake::DeltaTable) -> Result<()> {
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| Error::delta(name, e))?;
+    let provider = table.table_provider().await?;
+    ctx.register_table(name, expose(name, provider)?)?;
+    Ok(())
+}
+
+/// Show TM columns, stored as Int64 microseconds (Delta has no time type), as Time64.
+pub fn expose(name: &str, provider: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+    let schema = provider.schema();
+    let times: Vec<&str> = time_columns().collect();
+    let needs_view = schema
+        .fields()
+        .iter()
+        .any(|f| times.contains(&f.name().as_str()) && f.data_type() == &DataType::Int64);
+    if !needs_view {
+        return Ok(provider);
+    }
+    let exprs = schema.fields().iter().map(|f| {
+        let c = col(datafusion::common::Column::new_unqualified(f.name()));
+        if times.contains(&f.name().as_str()) && f.data_type() == &DataType::Int64 {
+            cast(c, DataType::Time64(TimeUnit::Microsecond)).alias(f.name())
+        } else {
+            c
+        }
+    });
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
+        .project(exprs)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}

@@ -1,0 +1,457 @@
+//! Synthetic, standard-conformant CT series with known geometry: the demo lake's source and
+//! the tests' ground truth.
+//!
+//! Every UID, name, date and voxel is a pure function of the specs below, so two runs give
+//! byte-identical files. Each series is a chest (or abdomen) phantom: an elliptical body of
+//! water, two lungs of air-filled parenchyma, and optionally a spherical nodule whose centre
+//! and radius are known. Series can have gaps (a missing slice) or irregular spacing, so the
+//! `series` flags can be tested against what was placed.
+
+use std::path::{Path, PathBuf};
+
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::InMemDicomObject;
+
+use crate::error::{Error, Result};
+
+/// One synthetic patient.
+#[derive(Debug, Clone)]
+pub struct PatientSpec {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub sex: &'static str,
+    pub birth_date: &'static str,
+    pub age: &'static str,
+}
+
+/// A nodule placed in a series: centre in LPS mm, radius in mm, density in HU.
+#[derive(Debug, Clone, Copy)]
+pub struct NoduleSpec {
+    pub center_lps_mm: [f64; 3],
+    pub radius_mm: f64,
+    pub hu: i16,
+}
+
+/// One synthetic CT series.
+#[derive(Debug, Clone)]
+pub struct SeriesSpec {
+    pub patient: usize,
+    /// Studies of the same patient are told apart by this number.
+    pub study: u32,
+    pub study_date: &'static str,
+    pub series_number: i32,
+    pub description: &'static str,
+    pub body_part: &'static str,
+    pub slices: usize,
+    pub spacing_mm: f64,
+    pub thickness_mm: f64,
+    /// Slice indices that are not written (a gap in the stack).
+    pub missing: &'static [usize],
+    /// Added to the position of every odd slice (mm): irregular spacing.
+    pub jitter_mm: f64,
+    pub nodule: Option<NoduleSpec>,
+}
+
+/// The matrix of every synthetic image (small, so the demo and tests stay fast).
+pub const MATRIX: u16 = 64;
+/// In-plane pixel spacing of every synthetic image, mm.
+pub const PIXEL_SPACING_MM: f64 = 5.0;
+const ORIGIN_X: f64 = -157.5;
+const ORIGIN_Y: f64 = -157.5;
+
+pub const DEMO_PATIENTS: &[PatientSpec] = &[
+    PatientSpec {
+        id: "DEMO-001",
+        name: "Garcia^Maria",
+        sex: "F",
+        birth_date: "19620314",
+        age: "062Y",
+    },
+    PatientSpec {
+        id: "DEMO-002",
+        name: "Smith^Anna",
+        sex: "F",
+        birth_date: "19790802",
+        age: "045Y",
+    },
+    PatientSpec {
+        id: "DEMO-003",
+        name: "Okafor^James",
+        sex: "M",
+        birth_date: "19540120",
+        age: "070Y",
+    },
+    PatientSpec {
+        id: "DEMO-004",
+        name: "Novak^Eva",
+        sex: "F",
+        birth_date: "19660611",
+        age: "058Y",
+    },
+    PatientSpec {
+        id: "DEMO-005",
+        name: "Chen^Wei",
+        sex: "M",
+        birth_date: "19730905",
+        age: "051Y",
+    },
+    PatientSpec {
+        id: "DEMO-006",
+        name: "Yamada^Hanako=山田^花子",
+        sex: "F",
+        birth_date: "19470228",
+        age: "077Y",
+    },
+];
+
+pub const DEMO_SERIES: &[SeriesSpec] = &[
+    SeriesSpec {
+        patient: 0,
+        study: 1,
+        study_date: "20240110",
+        series_number: 2,
+        description: "CHEST 1.25mm LUNG",
+        body_part: "CHEST",
+        slices: 40,
+        spacing_mm: 1.25,
+        thickness_mm: 1.25,
+        missing: &[],
+        jitter_mm: 0.0,
+        nodule: Some(NoduleSpec {
+            center_lps_mm: [-60.0, -20.0, 25.0],
+            radius_mm: 6.0,
+            hu: 40,
+        }),
+    },
+    SeriesSpec {
+        patient: 0,
+        study: 1,
+        study_date: "20240110",
+        series_number: 3,
+        description: "CHEST 5mm",
+        body_part: "CHEST",
+        slices: 10,
+        spacing_mm: 5.0,
+        thickness_mm: 5.0,
+        missing: &[],
+        jitter_mm: 0.0,
+        nodule: None,
+    },
+    SeriesSpec {
+        patient: 1,
+        study: 1,
+        study_date: "20240301",
+        series_number: 2,
+        description: "CHEST 1mm",
+        body_part: "CHEST",
+        slices: 30,
+        spacing_mm: 1.0,
+        thickness_mm: 1.0,
+        missing: &[],
+        jitter_mm: 0.0,
+        nodule: None,
+    },
+    SeriesSpec {
+        patient: 2,
+        study: 1,
+        study_date: "20240415",
+        series_number: 2,
+        description: "CHEST 0.625mm",
+        body_part: "CHEST",
+        slices: 48,
+        spacing_mm: 0.625,
+        thickness_mm: 0.625,
+        missing: &[],
+        jitter_mm: 0.0,
+        nodule: Some(NoduleSpec {
+            center_lps_mm: [55.0, 10.0, 15.0],
+            radius_mm: 5.0,
+            hu: 30,
+        }),
+    },
+    SeriesSpec {
+        patient: 3,
+        study: 1,
+        study_date: "20240520",
+        series_number: 2,
+        description: "CHEST 2.5mm",
+        body_part: "CHEST",
+        slices: 16,
+        spacing_mm: 2.5,
+        thickness_mm: 2.5,
+        missing: &[7],
+        jitter_mm: 0.0,
+        nodule: None,
+    },
+    SeriesSpec {
+        patient: 4,
+        study: 1,
+        study_date: "20240611",
+        series_number: 4,
+        description: "ABDOMEN 1.25mm",
+        body_part: "ABDOMEN",
+        slices: 20,
+        spacing_mm: 1.25,
+        thickness_mm: 1.25,
+        missing: &[],
+        jitter_mm: 0.25,
+        nodule: None,
+    },
+    SeriesSpec {
+        patient: 5,
+        study: 1,
+        study_date: "20241002",
+        series_number: 2,
+        description: "CHEST 1.25mm",
+        body_part: "CHEST",
+        slices: 24,
+        spacing_mm: 1.25,
+        thickness_mm: 1.0,
+        missing: &[],
+        jitter_mm: 0.0,
+        nodule: None,
+    },
+    SeriesSpec {
+        patient: 5,
+        study: 2,
+        study_date: "20250930",
+        series_number: 2,
+        description: "CHEST 1.25mm FOLLOW-UP",
+        body_part: "CHEST",
+        slices: 24,
+        spacing_mm: 1.25,
+        thickness_mm: 1.25,
+        missing: &[],
+        jitter_mm: 0.0,
+        nodule: None,
+    },
+];
+
+/// A deterministic UID under the 2.25 (UUID-derived) root of PS3.5 B.2.
+pub fn uid(seed: &str) -> String {
+    let h = blake3::hash(seed.as_bytes());
+    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"));
+    format!("2.25.{n}")
+}
+
+pub fn study_uid(patient: &PatientSpec, study: u32) -> String {
+    uid(&format!("study/{}/{study}", patient.id))
+}
+
+pub fn series_uid(patient: &PatientSpec, s: &SeriesSpec) -> String {
+    uid(&format!(
+        "series/{}/{}/{}",
+        patient.id, s.study, s.series_number
+    ))
+}
+
+/// The z position (mm) of slice `i` of a series, as written.
+pub fn slice_z(s: &SeriesSpec, i: usize) -> f64 {
+    let jitter = if i % 2 == 1 { s.jitter_mm } else { 0.0 };
+    i as f64 * s.spacing_mm + jitter
+}
+
+/// The indices of the slices a series actually writes.
+pub fn written_slices(s: &SeriesSpec) -> impl Iterator<Item = usize> + '_ {
+    (0..s.slices).filter(|i| !s.missing.contains(i))
+}
+
+fn phantom_hu(x: f64, y: f64, z: f64, nodule: Option<&NoduleSpec>) -> i16 {
+    if let Some(n) = nodule {
+        let d = [
+            x - n.center_lps_mm[0],
+            y - n.center_lps_mm[1],
+            z - n.center_lps_mm[2],
+        ];
+        if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt() <= n.radius_mm {
+            return n.hu;
+        }
+    }
+    let inside = |cx: f64, cy: f64, rx: f64, ry: f64| {
+        let (u, v) = ((x - cx) / rx, (y - cy) / ry);
+        u * u + v * v <= 1.0
+    };
+    if !inside(0.0, 0.0, 150.0, 110.0) {
+        -1000
+    } else if inside(-65.0, -10.0, 50.0, 75.0) || inside(65.0, -10.0, 50.0, 75.0) {
+        -850
+    } else {
+        0
+    }
+}
+
+fn strs(values: &[String]) -> PrimitiveValue {
+    PrimitiveValue::Strs(values.into())
+}
+
+/// The PatientWeight written for a patient: 50 + 7 × the number in its ID (DEMO-003 → 71).
+pub fn patient_weight_kg(p: &PatientSpec) -> u32 {
+    50 + 7 * p.id[5..].parse::<u32>().unwrap_or(0)
+}
+
+/// Write one slice of a series; returns the file's path.
+pub fn write_slice(dir: &Path, p: &PatientSpec, s: &SeriesSpec, i: usize) -> Result<PathBuf> {
+    let series_uid = series_uid(p, s);
+    let sop_uid = uid(&format!("{series_uid}/{i}"));
+    let z = slice_z(s, i);
+    let mut o = InMemDicomObject::new_empty();
+    let utf8 = !p.name.is_ascii();
+    if utf8 {
+        o.put_str(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    }
+    o.put(DataElement::new(
+        tags::IMAGE_TYPE,
+        VR::CS,
+        strs(&["ORIGINAL", "PRIMARY", "AXIAL"].map(String::from)),
+    ));
+    o.put_str(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+    o.put_str(tags::SOP_INSTANCE_UID, VR::UI, sop_uid);
+    o.put_str(tags::STUDY_DATE, VR::DA, s.study_date);
+    o.put_str(tags::SERIES_DATE, VR::DA, s.study_date);
+    o.put_str(tags::STUDY_TIME, VR::TM, "093000");
+    o.put_str(
+        tags::ACCESSION_NUMBER,
+        VR::SH,
+        format!("ACC{}{}", &p.id[5..], s.study),
+    );
+    o.put_str(tags::MODALITY, VR::CS, "CT");
+    o.put_str(tags::MANUFACTURER, VR::LO, "medlake synthetic");
+    o.put_str(
+        tags::STUDY_DESCRIPTION,
+        VR::LO,
+        format!("CT {}", s.body_part),
+    );
+    o.put_str(tags::SERIES_DESCRIPTION, VR::LO, s.description);
+    o.put_str(tags::PATIENT_NAME, VR::PN, p.name);
+    o.put_str(tags::PATIENT_ID, VR::LO, p.id);
+    o.put_str(tags::PATIENT_BIRTH_DATE, VR::DA, p.birth_date);
+    o.put_str(tags::PATIENT_SEX, VR::CS, p.sex);
+    o.put_str(tags::PATIENT_AGE, VR::AS, p.age);
+    o.put_str(
+        tags::PATIENT_WEIGHT,
+        VR::DS,
+        format!("{}", patient_weight_kg(p)),
+    );
+    o.put_str(tags::BODY_PART_EXAMINED, VR::CS, s.body_part);
+    o.put_str(tags::SLICE_THICKNESS, VR::DS, format!("{}", s.thickness_mm));
+    o.put_str(tags::KVP, VR::DS, "120");
+    o.put_str(tags::PATIENT_POSITION, VR::CS, "FFS");
+    o.put_str(tags::STUDY_INSTANCE_UID, VR::UI, study_uid(p, s.study));
+    o.put_str(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.clone());
+    o.put_str(tags::STUDY_ID, VR::SH, format!("{}", s.study));
+    o.put_str(tags::SERIES_NUMBER, VR::IS, format!("{}", s.series_number));
+    o.put_str(tags::INSTANCE_NUMBER, VR::IS, format!("{}", i + 1));
+    o.put(DataElement::new(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        strs(&[ORIGIN_X, ORIGIN_Y, z].map(|v| format!("{v}"))),
+    ));
+    o.put(DataElement::new(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        strs(&["1", "0", "0", "0", "1", "0"].map(String::from)),
+    ));
+    o.put_str(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        uid(&format!("for/{series_uid}")),
+    );
+    o.put_str(tags::SLICE_LOCATION, VR::DS, format!("{z}"));
+    o.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    o.put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    o.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(MATRIX),
+    ));
+    o.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(MATRIX),
+    ));
+    o.put(DataElement::new(
+        tags::PIXEL_SPACING,
+        VR::DS,
+        strs(&[PIXEL_SPACING_MM, PIXEL_SPACING_MM].map(|v| format!("{v}"))),
+    ));
+    o.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    o.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    o.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        PrimitiveValue::from(15u16),
+    ));
+    o.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    o.put_str(tags::WINDOW_CENTER, VR::DS, "-600");
+    o.put_str(tags::WINDOW_WIDTH, VR::DS, "1500");
+    o.put_str(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+    o.put_str(tags::RESCALE_SLOPE, VR::DS, "1");
+    o.put_str(tags::RESCALE_TYPE, VR::LO, "HU");
+    let n = usize::from(MATRIX);
+    let mut pixels = Vec::with_capacity(n * n);
+    for r in 0..n {
+        for c in 0..n {
+            let x = ORIGIN_X + c as f64 * PIXEL_SPACING_MM;
+            let y = ORIGIN_Y + r as f64 * PIXEL_SPACING_MM;
+            let stored = phantom_hu(x, y, z, s.nodule.as_ref()) + 1024;
+            pixels.push(stored as u16);
+        }
+    }
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+    let file = o
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .map_err(|e| Error::Invalid(format!("synthetic slice meta: {e}")))?;
+    let folder = dir
+        .join(p.id)
+        .join(format!("study{}", s.study))
+        .join(format!("series{}", s.series_number));
+    std::fs::create_dir_all(&folder).map_err(|e| Error::io(folder.display(), e))?;
+    let path = folder.join(format!("{:04}.dcm", i + 1));
+    file.write_to_file(&path)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Write every series of the given specs under `dir`; returns the files written.
+pub fn write_corpus(
+    dir: &Path,
+    patients: &[PatientSpec],
+    series: &[SeriesSpec],
+) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for s in series {
+        let p = &patients[s.patient];
+        for i in written_slices(s) {
+            out.push(write_slice(dir, p, s, i)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The demo corpus: [`DEMO_PATIENTS`] and [`DEMO_SERIES`].
+pub fn write_demo_corpus(dir: &Path) -> Result<Vec<PathBuf>> {
+    write_corpus(dir, DEMO_PATIENTS, DEMO_SERIES)
+}

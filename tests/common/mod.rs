@@ -1,0 +1,80 @@
+//! Lakes that the integration tests build, from synthetic series with known ground truth.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use medlake::ingest::dicom::{ingest_dicom, DicomIngestOptions};
+use medlake::ingest::IngestSummary;
+use medlake::synth;
+use medlake::Lake;
+
+/// The demo corpus plus a folder of problem files:
+/// - `not_dicom.txt` and `empty.dcm`: not DICOM;
+/// - `truncated.dcm`: the first 400 bytes of a real slice;
+/// - `copy.dcm`: a byte-identical copy of an instance (a duplicate);
+/// - `conflict.dcm`: an instance of DEMO-003 with the same SOPInstanceUID but another
+///   PatientWeight (a conflicting instance).
+pub fn write_test_corpus(dir: &Path) -> Vec<PathBuf> {
+    let mut files = synth::write_demo_corpus(dir).expect("demo corpus");
+    let broken = dir.join("zz-broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let first = &files[0];
+    let bytes = std::fs::read(first).unwrap();
+    let put = |name: &str, data: &[u8]| {
+        let p = broken.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    };
+    let mut extra = vec![
+        put("not_dicom.txt", b"hello, this is not DICOM\n"),
+        put("empty.dcm", b""),
+        put("truncated.dcm", &bytes[..400]),
+        put("copy.dcm", &std::fs::read(&files[60]).unwrap()),
+    ];
+    // Same instance as DEMO-003's first slice, different content.
+    let p = synth::PatientSpec {
+        birth_date: "19540121",
+        ..synth::DEMO_PATIENTS[2].clone()
+    };
+    let s = &synth::DEMO_SERIES[3];
+    let tmp = dir.join("zz-tmp");
+    let written = synth::write_slice(&tmp, &p, s, 0).unwrap();
+    let conflict = broken.join("conflict.dcm");
+    std::fs::rename(&written, &conflict).unwrap();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    extra.push(conflict);
+    files.extend(extra);
+    files
+}
+
+pub const DEMO_FILES: u64 = 211;
+
+pub async fn ingest(lake: &Lake, inputs: &[&Path], collection: &str) -> IngestSummary {
+    let opts = DicomIngestOptions {
+        collection: collection.to_string(),
+        progress: false,
+        batch_size: 64,
+    };
+    let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+    ingest_dicom(lake, &inputs, &opts).await.expect("ingest")
+}
+
+/// The lake the .slt files run against: lake version 1 holds DEMO-001..003, lake version 2
+/// everything in [`write_test_corpus`].
+pub async fn build_test_lake(root: &Path) -> Lake {
+    let corpus = root.join("corpus");
+    write_test_corpus(&corpus);
+    let lake = Lake::open(&root.join("lake").display().to_string()).unwrap();
+    let first: Vec<PathBuf> = ["DEMO-001", "DEMO-002", "DEMO-003"]
+        .iter()
+        .map(|p| corpus.join(p))
+        .collect();
+    let first: Vec<&Path> = first.iter().map(|p| p.as_path()).collect();
+    let s1 = ingest(&lake, &first, "demo").await;
+    assert_eq!(s1.ingested, 128);
+    assert_eq!(s1.lake_version, 1);
+    let s2 = ingest(&lake, &[&corpus], "demo").await;
+    assert_eq!(s2.lake_version, 2);
+    lake
+}

