@@ -12,14 +12,15 @@ use deltalake::DeltaTableError;
 pub enum Error {
     #[error("lake location {location:?}: {reason}")]
     LakeLocation { location: String, reason: String },
+    // The two large foreign errors are boxed, so that `Result` stays small on the happy path.
     #[error("table {table}: {source}")]
     Delta {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error(transparent)]
-    DataFusion(#[from] DataFusionError),
+    DataFusion(Box<DataFusionError>),
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("{path}: {source}")]
@@ -42,7 +43,7 @@ impl Error {
     pub(crate) fn delta(table: &str, source: DeltaTableError) -> Self {
         Error::Delta {
             table: table.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -59,10 +60,16 @@ impl Error {
     }
 }
 
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
 impl From<Error> for DataFusionError {
     fn from(e: Error) -> Self {
         match e {
-            Error::DataFusion(e) => e,
+            Error::DataFusion(e) => *e,
             other => DataFusionError::External(Box::new(other)),
         }
     }

@@ -40,17 +40,17 @@ async fn reingest_adds_nothing_and_counts_add_up() {
     let lake = common::build_test_lake(tmp.path()).await;
     let corpus = tmp.path().join("corpus");
     let again = common::ingest(&lake, &[&corpus], "demo").await;
-    assert_eq!(again.files_seen, common::DEMO_FILES + 5);
+    assert_eq!(again.files_seen, common::DEMO_FILES + 6);
     assert_eq!(again.ingested, 0);
     // 211 instances plus the byte-identical copy.
     assert_eq!(again.duplicates, common::DEMO_FILES + 1);
-    assert_eq!(again.errors, 4);
+    assert_eq!(again.errors, 5);
     assert_eq!(
         again.lake_version, 2,
         "nothing changed, so no new lake version"
     );
     let n = query_rows(&lake, "SELECT count(*) FROM ingest_errors").await;
-    assert_eq!(n, vec![vec!["4".to_string()]]);
+    assert_eq!(n, vec![vec!["5".to_string()]]);
     let n = query_rows(&lake, "SELECT count(*) FROM instances").await;
     assert_eq!(n, vec![vec![common::DEMO_FILES.to_string()]]);
 }

@@ -13,8 +13,7 @@ use crate::error::Result;
 
 /// Split a script into statements with DataFusion's parser (so `;` inside strings is safe).
 pub fn split(sql: &str) -> Result<Vec<datafusion::sql::parser::Statement>> {
-    Ok(DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-        .map_err(datafusion::error::DataFusionError::from)?
+    Ok(DFParser::parse_sql_with_dialect(sql, &GenericDialect {})?
         .into_iter()
         .collect())
 }

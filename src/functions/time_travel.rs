@@ -104,6 +104,6 @@ impl TableFunctionImpl for AsOfFunc {
         let provider = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async { delta.table_provider().await })
         })?;
-        Ok(crate::session::expose(&table, provider).map_err(crate::Error::into_df)?)
+        crate::session::expose(&table, provider).map_err(crate::Error::into_df)
     }
 }

@@ -11,7 +11,11 @@ use medlake::Lake;
 
 /// The demo corpus plus a folder of problem files:
 /// - `not_dicom.txt` and `empty.dcm`: not DICOM;
-/// - `truncated.dcm`: the first 400 bytes of a real slice;
+/// - `truncated.dcm`: the first 400 bytes of a real slice: its header is cut short, so the
+///   elements before the cut are kept; it shares the slice's SOPInstanceUID, so it is a
+///   conflicting instance;
+/// - `bogus_length.dcm`: a file meta group, then a first element claiming 4 GiB: nothing
+///   of the data set can be read, an error (`truncated`), and no 4 GiB allocation;
 /// - `copy.dcm`: a byte-identical copy of an instance (a duplicate);
 /// - `conflict.dcm`: an instance of DEMO-003 with the same SOPInstanceUID but another
 ///   PatientWeight (a conflicting instance).
@@ -30,6 +34,7 @@ pub fn write_test_corpus(dir: &Path) -> Vec<PathBuf> {
         put("not_dicom.txt", b"hello, this is not DICOM\n"),
         put("empty.dcm", b""),
         put("truncated.dcm", &bytes[..400]),
+        put("bogus_length.dcm", &bogus_length(&bytes)),
         put("copy.dcm", &std::fs::read(&files[60]).unwrap()),
     ];
     // Same instance as DEMO-003's first slice, different content.
@@ -46,6 +51,17 @@ pub fn write_test_corpus(dir: &Path) -> Vec<PathBuf> {
     extra.push(conflict);
     files.extend(extra);
     files
+}
+
+/// The file meta group of `slice`, then an element (0008,0005) of VR UT claiming
+/// 0xFFFFFFF0 bytes, then a few bytes.
+pub fn bogus_length(slice: &[u8]) -> Vec<u8> {
+    let meta_len = u32::from_le_bytes(slice[140..144].try_into().unwrap()) as usize;
+    let mut out = slice[..144 + meta_len].to_vec();
+    out.extend_from_slice(&[0x08, 0x00, 0x05, 0x00, b'U', b'T', 0, 0]);
+    out.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    out.extend_from_slice(b"ISO_IR 100");
+    out
 }
 
 pub const DEMO_FILES: u64 = 211;

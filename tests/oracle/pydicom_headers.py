@@ -29,7 +29,11 @@ functional-group sequences, no fallback to file_meta for SOPClassUID).
   * strings: str(value).strip() with trailing NULs/spaces removed; a
     multi-valued string is joined with a backslash (as stored in DICOM);
     empty -> null
-  * StudyDate: 'YYYYMMDD' (a real calendar date) -> 'YYYY-MM-DD'; else null
+  * StudyDate: 'YYYYMMDD' or ACR-NEMA 'YYYY.MM.DD' (a real calendar date, as
+    pydicom.valuerep.DA parses it) -> 'YYYY-MM-DD'; else null
+  * PatientName: str() of pydicom's PersonName, decoded with the file's
+    SpecificCharacterSet (so CJK names are checked), all groups joined by '='
+    as stored
   * Rows, Columns: int; NumberOfFrames (IS): int, null if absent, empty or not
     an integer
   * PixelSpacing, ImagePositionPatient (DS): list of floats, also when there
@@ -49,7 +53,6 @@ caller can tell a clean file from a tolerated one.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
@@ -60,11 +63,14 @@ import warnings
 
 import pydicom
 from pydicom.multival import MultiValue
+from pydicom.valuerep import DA
 
-STRING_FIELDS = ("SOPClassUID", "Modality", "PatientID")
+STRING_FIELDS = ("SOPClassUID", "Modality", "PatientID", "PatientName")
 INT_FIELDS = ("Rows", "Columns", "NumberOfFrames")
 FLOAT_LIST_FIELDS = ("PixelSpacing", "ImagePositionPatient")
-DATE_RE = re.compile(r"^[0-9]{8}$")
+# DICOM's YYYYMMDD, and the ACR-NEMA YYYY.MM.DD that PS3.5 §6.2 (DA) says readers may
+# still meet; pydicom's DA parses both.
+DATE_RE = re.compile(r"^[0-9]{8}$|^[0-9]{4}\.[0-9]{2}\.[0-9]{2}$")
 
 
 def describe(exc: BaseException) -> str:
@@ -108,7 +114,7 @@ def to_date(value) -> str | None:
     if s is None or not DATE_RE.match(s):
         return None
     try:
-        return datetime.date(int(s[0:4]), int(s[4:6]), int(s[6:8])).isoformat()
+        return DA(s).isoformat()
     except ValueError:
         return None
 

@@ -494,7 +494,18 @@ impl HeaderColumns {
             match b {
                 Builder::Text(b) => {
                     let s = value.and_then(|v| v.to_str().ok());
-                    match s.as_deref().map(clean).filter(|s| !s.is_empty()) {
+                    let is_pn = elem.is_some_and(|e| e.vr() == dicom_core::VR::PN);
+                    // PS3.5 §6.2.1.1: trailing empty component groups of a person name
+                    // are insignificant; `Wang^XiaoDong=王^小東=` is `Wang^XiaoDong=王^小東`.
+                    let trim = |s: &str| -> String {
+                        let s = clean(s);
+                        if is_pn {
+                            s.trim_end_matches('=').to_string()
+                        } else {
+                            s.to_string()
+                        }
+                    };
+                    match s.as_deref().map(trim).filter(|s| !s.is_empty()) {
                         Some(s) => b.append_value(s),
                         None => b.append_null(),
                     }

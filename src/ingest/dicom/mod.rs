@@ -12,6 +12,7 @@
 //!   is what PACS such as Orthanc do by default; a changed instance is a data-quality event
 //!   a researcher should see, not something to resolve silently.
 
+pub mod charset;
 pub mod columns;
 pub mod read;
 
@@ -70,6 +71,9 @@ pub fn instances_schema() -> SchemaRef {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             false,
         ),
+        // Set when the file's header was cut short (truncated file, or a length field
+        // pointing past the end): the row holds the elements before the cut.
+        Field::new("header_warning", DataType::Utf8, true),
         Field::new("dicom_json", DataType::Utf8, false),
     ]);
     Arc::new(Schema::new(fields))
@@ -144,27 +148,23 @@ fn parse_file(path: &Path) -> Parsed {
             message,
         })
     };
-    let (mut bytes, size) = match read::read_prefix(path, read::PREFIX_BYTES) {
-        Ok(x) => x,
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) => return fail(None, "io", e.to_string()),
     };
-    // The fingerprint covers the prefix and the size, so that re-reading the whole file
-    // for a long header gives the same hash.
+    let size = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return fail(None, "io", e.to_string()),
+    };
+    let mut src = read::Source::new(std::io::BufReader::new(file), size);
+    let parsed = read::read_header(&mut src);
+    // The fingerprint covers the first bytes and the size: the same whatever length of
+    // header had to be read.
+    let bytes = src.bytes();
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&bytes);
+    hasher.update(&bytes[..bytes.len().min(read::PREFIX_BYTES)]);
     hasher.update(&size.to_le_bytes());
     let hash = hasher.finalize().to_hex().to_string();
-    let mut parsed = read::parse_header(&bytes);
-    if parsed.is_err() && (bytes.len() as u64) < size {
-        // The header may run past the prefix: read the whole file and try again.
-        match read::read_prefix(path, usize::MAX) {
-            Ok((all, _)) => {
-                bytes = all;
-                parsed = read::parse_header(&bytes);
-            }
-            Err(e) => return fail(Some(size), "io", e.to_string()),
-        }
-    }
     match parsed {
         Ok(header) => match dicom_json::to_string(&header.obj) {
             Ok(json) => Parsed::Ok {
@@ -180,6 +180,15 @@ fn parse_file(path: &Path) -> Parsed {
     }
 }
 
+/// What is known of an ingested file besides its header.
+struct FileFacts<'a> {
+    uri: &'a str,
+    size: u64,
+    hash: &'a str,
+    /// The header as DICOM JSON.
+    json: &'a str,
+}
+
 /// Accumulates the rows of one commit to `instances`.
 struct InstanceBatch {
     header: columns::HeaderColumns,
@@ -189,6 +198,7 @@ struct InstanceBatch {
     size: Int64Builder,
     hash: StringBuilder,
     at: TimestampMicrosecondBuilder,
+    warning: StringBuilder,
     json: StringBuilder,
     rows: usize,
 }
@@ -203,21 +213,19 @@ impl InstanceBatch {
             size: Int64Builder::new(),
             hash: StringBuilder::new(),
             at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            warning: StringBuilder::new(),
             json: StringBuilder::new(),
             rows: 0,
         }
     }
 
-    fn push(
-        &mut self,
-        collection: &str,
-        header: &read::Header,
-        uri: &str,
-        size: u64,
-        hash: &str,
-        json: &str,
-        now: i64,
-    ) {
+    fn push(&mut self, collection: &str, file: FileFacts<'_>, header: &read::Header, now: i64) {
+        let FileFacts {
+            uri,
+            size,
+            hash,
+            json,
+        } = file;
         self.collection.append_value(collection);
         self.header.push(&header.obj, &header.sop_instance_uid);
         self.ts.append_option(header.transfer_syntax_uid.as_deref());
@@ -225,6 +233,7 @@ impl InstanceBatch {
         self.size.append_value(size as i64);
         self.hash.append_value(hash);
         self.at.append_value(now);
+        self.warning.append_option(header.warning.as_deref());
         self.json.append_value(json);
         self.rows += 1;
     }
@@ -237,6 +246,7 @@ impl InstanceBatch {
         cols.push(Arc::new(self.size.finish()));
         cols.push(Arc::new(self.hash.finish()));
         cols.push(Arc::new(self.at.finish()));
+        cols.push(Arc::new(self.warning.finish()));
         cols.push(Arc::new(self.json.finish()));
         Ok(RecordBatch::try_new(instances_schema(), cols)?)
     }
@@ -312,7 +322,13 @@ pub async fn ingest_dicom(
                         error_kind: "conflicting_instance".into(),
                     },
                     None => {
-                        batch.push(&opts.collection, &header, &uri, size, &hash, &json, now);
+                        let facts = FileFacts {
+                            uri: &uri,
+                            size,
+                            hash: &hash,
+                            json: &json,
+                        };
+                        batch.push(&opts.collection, facts, &header, now);
                         known.insert(header.sop_instance_uid.clone(), (hash, uri));
                         summary.ingested += 1;
                         continue;
