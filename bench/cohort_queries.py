@@ -4,7 +4,7 @@
 Usage:
     python3 bench/cohort_queries.py --parquet <idc_index.parquet> [--runs 5]
         [--medlake-bin PATH] [--queries bench/cohort_queries.sql]
-        [--only NAME[,NAME...]] [--duckdb-cli PATH]
+        [--only NAME[,NAME...]] [--duckdb-cli PATH] [--layout DIR]
 
 For every query in bench/cohort_queries.sql (blocks introduced by `-- name: X`):
 
@@ -23,6 +23,11 @@ For every query in bench/cohort_queries.sql (blocks introduced by `-- name: X`):
 * optional DuckDB CLI (`--duckdb-cli`, or `duckdb` on PATH / next to this
   python): the same one-process-per-run shape as the medlake CLI, so its wall
   time is the fair peer of medlake's wall time.
+
+With --layout DIR, medlake reads a copy of the parquet that medlake itself writes
+(COPY ... PARTITIONED BY (Modality), sorted, 65,536-row row groups; see bench/README.md),
+made on first use. The ratio's peer stays DuckDB over the raw parquet; DuckDB over the
+same layout is timed too and shown in its own column.
 
 Results are compared between the engines: rows are turned into tuples of
 strings (NULL -> '', integers as integers, other numbers rounded to
@@ -47,6 +52,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_BIN = os.environ.get(
     "MEDLAKE_BIN", str(Path.home() / ".cache/medlake/target/release/medlake")
+)
+# The layout medlake makes with --layout: Hive partitions by Modality (so a filter on it
+# lists only the matching files, and their statistics are exact), rows sorted by patient
+# and study inside, row groups of 65,536 rows with DataFusion's default page statistics.
+LAYOUT_PARTITION = "Modality"
+LAYOUT_COPY = (
+    "COPY (SELECT * FROM raw ORDER BY Modality, PatientID, StudyInstanceUID, SeriesInstanceUID) "
+    "TO {dest} STORED AS PARQUET PARTITIONED BY (Modality) "
+    "OPTIONS ('format.max_row_group_size' '65536', 'format.compression' 'zstd(1)')"
 )
 ELAPSED_RE = re.compile(r"elapsed_ms:\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")
 
@@ -160,11 +174,42 @@ def split_csv_result(stdout, header):
     return rows, True
 
 
-def run_medlake_cli(bin_path, lake, parquet, sql, runs, header, timeout):
-    script = (
-        f"CREATE EXTERNAL TABLE idc STORED AS PARQUET LOCATION {sql_str(str(parquet))}; "
-        f"{sql}"
-    )
+def medlake_table_sql(parquet, layout, columns):
+    """The statement that registers `idc` in medlake: the raw file, or the layout.
+
+    For the layout the columns are declared (name and type, as in the raw file): without
+    a declaration DataFusion types the partition column as Dictionary(UInt16, Utf8),
+    which takes a slower GROUP BY path than the Utf8View of every other string column."""
+    if layout:
+        cols = ", ".join(f"{n} {t}" for n, t in columns)
+        return (f"CREATE EXTERNAL TABLE idc ({cols}) STORED AS PARQUET "
+                f"PARTITIONED BY ({LAYOUT_PARTITION}) "
+                f"LOCATION {sql_str(str(layout).rstrip('/') + '/')}")
+    return f"CREATE EXTERNAL TABLE idc STORED AS PARQUET LOCATION {sql_str(str(parquet))}"
+
+
+def make_layout(bin_path, lake, parquet, layout, timeout):
+    """Re-lay the parquet with medlake itself (COPY ... PARTITIONED BY), once."""
+    marker = Path(layout) / "_MEDLAKE_LAYOUT"
+    if marker.is_file():
+        return None
+    if Path(layout).exists() and any(Path(layout).iterdir()):
+        sys.exit(f"--layout {layout}: exists, is not empty and holds no _MEDLAKE_LAYOUT marker")
+    Path(layout).mkdir(parents=True, exist_ok=True)
+    script = (f"CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION {sql_str(str(parquet))}; "
+              + LAYOUT_COPY.format(dest=sql_str(str(layout).rstrip("/") + "/")))
+    cmd = [bin_path] + (["--lake", lake] if lake else []) + ["sql", "-c", script]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"making the layout failed: {(p.stderr or p.stdout)[-800:]}")
+    marker.write_text(script + "\n")
+    return dt
+
+
+def run_medlake_cli(bin_path, lake, table_sql, sql, runs, header, timeout):
+    script = f"{table_sql}; {sql}"
     cmd = [bin_path]
     if lake:
         cmd += ["--lake", lake]
@@ -239,6 +284,11 @@ def main():
     ap.add_argument("--duckdb-cli", default=None,
                     help="DuckDB CLI binary for a one-process-per-run peer ('none' to skip; "
                          "default: `duckdb` next to this python or on PATH)")
+    ap.add_argument("--layout", default=None,
+                    help="medlake reads this directory: the parquet re-laid by medlake itself "
+                         "(made on first use with COPY ... PARTITIONED BY (Modality), sorted, "
+                         "65,536-row row groups). DuckDB keeps reading the raw parquet for the "
+                         "ratio, and is also timed on the same layout (reported, not in the ratio)")
     ap.add_argument("--threads", type=int, default=None,
                     help="DuckDB threads (default: DuckDB's default, all cores)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per medlake process, seconds")
@@ -286,6 +336,23 @@ def main():
         tmp_lake = tempfile.mkdtemp(prefix="medlake-cohort-")
         lake = tmp_lake  # fresh, empty directory
 
+    layout_secs = None
+    con_layout = None
+    if args.layout:
+        if not have_medlake:
+            sys.exit("--layout needs the medlake binary (medlake makes the layout)")
+        args.layout = str(Path(args.layout).resolve())
+        layout_secs = make_layout(medlake, lake, parquet, args.layout, args.timeout)
+        con_layout = duckdb.connect()
+        if args.threads:
+            con_layout.execute(f"SET threads = {int(args.threads)}")
+        con_layout.execute(
+            "CREATE VIEW idc AS SELECT * FROM read_parquet("
+            f"{sql_str(args.layout + '/**/*.parquet')}, hive_partitioning = true)")
+    columns = [(r[0], r[1]) for r in con.execute(
+        f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(parquet))})").fetchall()]
+    table_sql = medlake_table_sql(parquet, args.layout, columns) if have_medlake else None
+
     cpu = "?"
     try:
         for line in open("/proc/cpuinfo"):
@@ -301,8 +368,16 @@ def main():
           f"floats compared to {args.float_digits} significant digits")
     if have_medlake:
         print(f"# medlake: {medlake}")
+        print(f"# medlake table: {table_sql}")
     else:
         print(f"# medlake binary not found at {medlake}: running DuckDB only")
+    if args.layout:
+        made = (f"made now in {layout_secs:.1f} s" if layout_secs is not None
+                else "made earlier")
+        print(f"# layout ({made}) by medlake: "
+              + LAYOUT_COPY.format(dest=sql_str(args.layout + "/")))
+        print("# DuckDB (ratio peer) reads the raw parquet; 'DuckDB on layout' reads the same "
+              "layout as medlake (read_parquet(..., hive_partitioning = true))")
     if duck_cli:
         print(f"# duckdb CLI peer: {duck_cli}")
     print(flush=True)
@@ -314,13 +389,18 @@ def main():
         r["duck_ms"] = statistics.median(d_times)
         r["duck_rows"] = len(d_rows)
         r["cols"] = cols
+        if con_layout is not None:
+            lt, _, l_rows = run_duckdb(con_layout, sql, args.runs)
+            r["duck_layout_ms"] = statistics.median(lt)
+            r["duck_layout_match"] = (norm_rows(d_rows, args.float_digits)
+                                      == norm_rows(l_rows, args.float_digits))
         if duck_cli:
             w = run_duckdb_cli(duck_cli, parquet, sql, args.runs, args.timeout)
             r["duckcli_ms"] = statistics.median(w) if w else None
         if have_medlake:
             try:
                 wall, selft, m_rows, found, err = run_medlake_cli(
-                    medlake, lake, parquet, sql, args.runs, cols, args.timeout)
+                    medlake, lake, table_sql, sql, args.runs, cols, args.timeout)
             except subprocess.TimeoutExpired:
                 wall, selft, m_rows, found, err = None, None, None, True, "timeout"
             r["err"] = err
@@ -350,6 +430,8 @@ def main():
 
     print()
     hdr = ["query", "DuckDB ms"]
+    if con_layout is not None:
+        hdr.append("DuckDB on layout ms")
     if duck_cli:
         hdr.append("DuckDB CLI wall ms")
     if have_medlake:
@@ -359,9 +441,12 @@ def main():
         hdr += ["rows"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
-    ratios = []
+    ratios, layout_ratios = [], []
     for r in results:
         row = [r["name"], fmt_ms(r["duck_ms"])]
+        if con_layout is not None:
+            row.append(fmt_ms(r["duck_layout_ms"])
+                       + ("" if r["duck_layout_match"] else " (rows differ)"))
         if duck_cli:
             row.append(fmt_ms(r.get("duckcli_ms")))
         if have_medlake:
@@ -372,6 +457,8 @@ def main():
                 ratio = (ml / r["duck_ms"]) if (ml is not None and r["duck_ms"] > 0) else None
                 if ratio is not None:
                     ratios.append(ratio)
+                if ml is not None and r.get("duck_layout_ms"):
+                    layout_ratios.append(ml / r["duck_layout_ms"])
                 m = "yes" if r["match"] else "NO"
                 if not r["header_found"]:
                     m += " (no header seen)"
@@ -388,7 +475,11 @@ def main():
         n_match = sum(1 for r in results if r.get("match"))
         n_err = sum(1 for r in results if r.get("err"))
         print(f"Geometric mean of medlake/DuckDB ratios ({basis}, {len(ratios)} queries): "
-              + (f"{g:.2f}" if g else "n/a"))
+              + (f"{g:.2f}" if g else "n/a")
+              + (f"; worst {max(ratios):.2f}" if ratios else ""))
+        if layout_ratios:
+            print(f"Against DuckDB on the same layout (not the target's peer): geometric mean "
+                  f"{geomean(layout_ratios):.2f}, worst {max(layout_ratios):.2f}")
         print(f"Results matching: {n_match}/{len(results)}; medlake errors: {n_err}")
         if basis == "wall":
             print("Note: ratio uses medlake CLI wall time (process start + table registration + "

@@ -113,7 +113,8 @@ FROM (
 -- first, then counted with plain sums. In DataFusion 55 (datafusion-python
 -- 55.0.0, 2 partitions) the original took 17-21 s against 0.1-0.3 s for this
 -- form; DuckDB runs both in ~0.3 s. Keep both: the pair shows whether medlake
--- inherits DataFusion's slow path for several count(DISTINCT ...) per group.
+-- inherits DataFusion's slow path for several count(DISTINCT ...) per group (medlake's
+-- optimizer rule in src/optimize/multi_distinct.rs now plans the original in this shape).
 SELECT count(*) AS n_patients,
        sum(s.n_series) AS n_series
 FROM (

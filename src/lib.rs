@@ -18,6 +18,7 @@ pub mod error;
 pub mod functions;
 pub mod ingest;
 pub mod lake;
+pub mod optimize;
 pub mod session;
 pub mod synth;
 pub mod tables;

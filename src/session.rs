@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::{provider_as_source, ViewTable};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{cast, col, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -31,8 +32,18 @@ pub fn plain_context() -> SessionContext {
     let config = SessionConfig::new()
         .with_information_schema(true)
         // DICOM keywords are PascalCase column names: keep identifiers as typed.
-        .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    let ctx = SessionContext::new_with_config(config);
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+        // Join sides chosen with statistics propagated through the plan, including
+        // medlake's GROUP BY estimate (src/optimize/stats.rs).
+        .set_bool("datafusion.optimizer.use_statistics_registry", true);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_statistics_registry(crate::optimize::statistics_registry())
+        // Per-group count(DISTINCT ...) without one hash set per group.
+        .with_optimizer_rule(Arc::new(crate::optimize::MultiDistinctToGroupBy::new()))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     crate::functions::register(&ctx);
     ctx
 }
