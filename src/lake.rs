@@ -92,6 +92,7 @@ impl Lake {
             if !url.path().ends_with('/') {
                 url.set_path(&format!("{}/", url.path()));
             }
+            register_cloud_handlers();
             url
         } else {
             return Self::open_local(std::path::Path::new(location), location);
@@ -341,7 +342,7 @@ impl Lake {
 
 /// A string column as a plain `StringArray`, whichever string layout the scan produced
 /// (Delta scans give `Utf8View`).
-pub(crate) fn text_column(col: &datafusion::arrow::array::ArrayRef) -> Result<StringArray> {
+pub fn text_column(col: &datafusion::arrow::array::ArrayRef) -> Result<StringArray> {
     let cast = datafusion::arrow::compute::cast(col, &DataType::Utf8)?;
     Ok(cast
         .as_any()
@@ -369,6 +370,17 @@ fn lake_log_schema() -> SchemaRef {
         Field::new("operation", DataType::Utf8, false),
         Field::new("table_versions", DataType::Utf8, false),
     ]))
+}
+
+/// deltalake finds the object stores and log stores for s3://, gs:// and az:// through
+/// handlers that must be registered once per process.
+fn register_cloud_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+    });
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ async fn geometry_table(ctx: &SessionContext) -> Result<MemTable> {
     let batches = ctx
         .sql(
             "SELECT collection, SeriesInstanceUID, ImagePositionPatient, \
-             ImageOrientationPatient, PixelSpacing, Rows, Columns FROM instances \
+             ImageOrientationPatient, PixelSpacing, Rows, Columns, frame_positions_mm, \
+             frame_orientation, frame_pixel_spacing_mm FROM instances \
              WHERE SeriesInstanceUID IS NOT NULL",
         )
         .await?
@@ -89,6 +90,9 @@ async fn geometry_table(ctx: &SessionContext) -> Result<MemTable> {
         let ps = b.column(4).as_list::<i32>();
         let rows = b.column(5).as_primitive::<Int32Type>();
         let cols = b.column(6).as_primitive::<Int32Type>();
+        let frame_pos = b.column(7).as_list::<i32>();
+        let frame_iop = b.column(8).as_list::<i32>();
+        let frame_ps = b.column(9).as_list::<i32>();
         let floats = |l: &datafusion::arrow::array::ListArray, i: usize| -> Option<Vec<f64>> {
             (!l.is_null(i)).then(|| {
                 let v = l.value(i);
@@ -114,8 +118,25 @@ async fn geometry_table(ctx: &SessionContext) -> Result<MemTable> {
                     });
                 }
             }
+            // A multi-frame instance: each frame is a slice.
+            if floats(ipp, i).is_none() && !frame_pos.is_null(i) {
+                if let Some(Ok(orientation)) = floats(frame_iop, i).map(<[f64; 6]>::try_from) {
+                    let frames = frame_pos.value(i);
+                    let frames = frames.as_list::<i32>();
+                    for f in 0..frames.len() {
+                        if let Some(Ok(position)) = floats(frames, f).map(<[f64; 3]>::try_from) {
+                            acc.slices.push(SliceGeometry {
+                                position,
+                                orientation,
+                            });
+                        }
+                    }
+                }
+            }
             if acc.spacing.is_none() {
-                acc.spacing = floats(ps, i).and_then(|v| <[f64; 2]>::try_from(v).ok());
+                acc.spacing = floats(ps, i)
+                    .or_else(|| floats(frame_ps, i))
+                    .and_then(|v| <[f64; 2]>::try_from(v).ok());
             }
             if !rows.is_null(i) && rows.value(i) > 0 {
                 acc.rows = acc.rows.or(Some(rows.value(i) as u32));

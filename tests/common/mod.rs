@@ -76,6 +76,16 @@ pub async fn ingest(lake: &Lake, inputs: &[&Path], collection: &str) -> IngestSu
     ingest_dicom(lake, &inputs, &opts).await.expect("ingest")
 }
 
+/// Ingest from URLs (file://, s3://...).
+pub async fn ingest_urls(lake: &Lake, inputs: &[String], collection: &str) -> IngestSummary {
+    let opts = DicomIngestOptions {
+        collection: collection.to_string(),
+        progress: false,
+        batch_size: 64,
+    };
+    ingest_dicom(lake, inputs, &opts).await.expect("ingest")
+}
+
 /// The lake the .slt files run against: lake version 1 holds DEMO-001..003, lake version 2
 /// everything in [`write_test_corpus`].
 pub async fn build_test_lake(root: &Path) -> Lake {

@@ -38,6 +38,8 @@ functional-group sequences, no fallback to file_meta for SOPClassUID).
     an integer
   * PixelSpacing, ImagePositionPatient (DS): list of floats, also when there
     is a single value; empty -> null
+  * frame_positions_mm: for multi-frame objects with functional groups, each
+    frame's ImagePositionPatient (see frame_positions); else null
 An exception while converting one field makes that field null and is noted in
 "field_errors"; it does not reject the file.
 
@@ -152,6 +154,32 @@ def to_float_list(value) -> list[float] | None:
     return [to_float(value)]
 
 
+def frame_positions(ds) -> list[list[float]] | None:
+    """Each frame's ImagePositionPatient from the functional groups (PS3.3 C.7.6.16):
+    PerFrameFunctionalGroupsSequence[n].PlanePositionSequence[0], else the shared
+    group's; frames with neither are left out. None without per-frame groups."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None:
+        return None
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else None
+
+    def position(item):
+        if item is None or "PlanePositionSequence" not in item:
+            return None
+        seq = item.PlanePositionSequence
+        if not seq or "ImagePositionPatient" not in seq[0]:
+            return None
+        v = to_float_list(seq[0].ImagePositionPatient)
+        return v if v is not None and len(v) == 3 else None
+
+    out = []
+    for frame in per_frame:
+        p = position(frame) or position(shared)
+        if p is not None:
+            out.append(p)
+    return out
+
 def warning_list(caught, root_path: str, limit: int = 20) -> list[str]:
     """Distinct warning messages pydicom raised while reading (in order)."""
     out: list[str] = []
@@ -203,6 +231,11 @@ def examine(path: str, rel: str) -> dict:
         field(name, to_int)
     for name in FLOAT_LIST_FIELDS:
         field(name, to_float_list)
+    try:
+        rec["frame_positions_mm"] = frame_positions(ds)
+    except Exception as exc:  # noqa: BLE001
+        rec["frame_positions_mm"] = None
+        errors.append(f"frame_positions_mm: {describe(exc)}")
     if errors:
         rec["field_errors"] = errors
     if read_warnings:

@@ -14,23 +14,26 @@
 
 pub mod charset;
 pub mod columns;
+pub mod frames;
 pub mod read;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rayon::prelude::*;
 
+use super::sources::SourceFile;
 use super::{ErrorRow, IngestSummary};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lake::Lake;
 use crate::tables::INSTANCES;
 
@@ -57,6 +60,10 @@ impl Default for DicomIngestOptions {
     }
 }
 
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
+}
+
 /// The schema of `instances`.
 pub fn instances_schema() -> SchemaRef {
     let mut fields = vec![Field::new("collection", DataType::Utf8, false)];
@@ -71,6 +78,15 @@ pub fn instances_schema() -> SchemaRef {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             false,
         ),
+        // Multi-frame instances: each frame's ImagePositionPatient, and the orientation and
+        // pixel spacing, from the functional groups (null for single-frame instances).
+        Field::new(
+            "frame_positions_mm",
+            list_of(list_of(DataType::Float64)),
+            true,
+        ),
+        Field::new("frame_orientation", list_of(DataType::Float64), true),
+        Field::new("frame_pixel_spacing_mm", list_of(DataType::Float64), true),
         // Set when the file's header was cut short (truncated file, or a length field
         // pointing past the end): the row holds the elements before the cut.
         Field::new("header_warning", DataType::Utf8, true),
@@ -91,55 +107,8 @@ enum Parsed {
     Failed(ErrorRow),
 }
 
-/// Expand the inputs into a sorted list of files (folders are walked recursively).
-pub fn collect_files(inputs: &[String]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        let path = if let Some(rest) = input.strip_prefix("file://") {
-            PathBuf::from(rest)
-        } else if input.contains("://") {
-            return Err(Error::Invalid(format!(
-                "{input}: object-store sources are not supported yet; copy the files locally"
-            )));
-        } else {
-            PathBuf::from(input)
-        };
-        walk(&path, &mut files)?;
-    }
-    files.sort();
-    files.dedup();
-    Ok(files)
-}
-
-fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path.display(), e))?;
-    if meta.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| Error::io(path.display(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(path.display(), e))?;
-        let p = entry.path();
-        let ft = entry.file_type().map_err(|e| Error::io(p.display(), e))?;
-        if ft.is_dir() {
-            walk(&p, out)?;
-        } else if ft.is_file() || (ft.is_symlink() && p.is_file()) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-fn file_uri(path: &Path) -> String {
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    url::Url::from_file_path(&abs)
-        .map(|u| u.to_string())
-        .unwrap_or_else(|_| abs.display().to_string())
-}
-
-fn parse_file(path: &Path) -> Parsed {
-    let uri = file_uri(path);
+fn parse_file(file: &SourceFile) -> Parsed {
+    let uri = file.uri();
     let fail = |size: Option<u64>, kind: &'static str, message: String| {
         Parsed::Failed(ErrorRow {
             file_uri: uri.clone(),
@@ -148,15 +117,11 @@ fn parse_file(path: &Path) -> Parsed {
             message,
         })
     };
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
+    let (reader, size) = match file.open() {
+        Ok(x) => x,
         Err(e) => return fail(None, "io", e.to_string()),
     };
-    let size = match file.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => return fail(None, "io", e.to_string()),
-    };
-    let mut src = read::Source::new(std::io::BufReader::new(file), size);
+    let mut src = read::Source::new(reader, size);
     let parsed = read::read_header(&mut src);
     // The fingerprint covers the first bytes and the size: the same whatever length of
     // header had to be read.
@@ -180,6 +145,16 @@ fn parse_file(path: &Path) -> Parsed {
     }
 }
 
+fn append_floats(b: &mut ListBuilder<Float64Builder>, v: Option<&[f64]>) {
+    match v {
+        Some(v) => {
+            b.values().append_slice(v);
+            b.append(true);
+        }
+        None => b.append(false),
+    }
+}
+
 /// What is known of an ingested file besides its header.
 struct FileFacts<'a> {
     uri: &'a str,
@@ -198,6 +173,9 @@ struct InstanceBatch {
     size: Int64Builder,
     hash: StringBuilder,
     at: TimestampMicrosecondBuilder,
+    frame_positions: ListBuilder<ListBuilder<Float64Builder>>,
+    frame_orientation: ListBuilder<Float64Builder>,
+    frame_spacing: ListBuilder<Float64Builder>,
     warning: StringBuilder,
     json: StringBuilder,
     rows: usize,
@@ -213,6 +191,9 @@ impl InstanceBatch {
             size: Int64Builder::new(),
             hash: StringBuilder::new(),
             at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            frame_positions: ListBuilder::new(ListBuilder::new(Float64Builder::new())),
+            frame_orientation: ListBuilder::new(Float64Builder::new()),
+            frame_spacing: ListBuilder::new(Float64Builder::new()),
             warning: StringBuilder::new(),
             json: StringBuilder::new(),
             rows: 0,
@@ -233,6 +214,28 @@ impl InstanceBatch {
         self.size.append_value(size as i64);
         self.hash.append_value(hash);
         self.at.append_value(now);
+        match frames::frame_geometry(&header.obj) {
+            Some(g) => {
+                for p in &g.positions {
+                    self.frame_positions.values().values().append_slice(p);
+                    self.frame_positions.values().append(true);
+                }
+                self.frame_positions.append(true);
+                append_floats(
+                    &mut self.frame_orientation,
+                    g.orientation.as_ref().map(|v| &v[..]),
+                );
+                append_floats(
+                    &mut self.frame_spacing,
+                    g.pixel_spacing.as_ref().map(|v| &v[..]),
+                );
+            }
+            None => {
+                self.frame_positions.append(false);
+                self.frame_orientation.append(false);
+                self.frame_spacing.append(false);
+            }
+        }
         self.warning.append_option(header.warning.as_deref());
         self.json.append_value(json);
         self.rows += 1;
@@ -246,6 +249,9 @@ impl InstanceBatch {
         cols.push(Arc::new(self.size.finish()));
         cols.push(Arc::new(self.hash.finish()));
         cols.push(Arc::new(self.at.finish()));
+        cols.push(Arc::new(self.frame_positions.finish()));
+        cols.push(Arc::new(self.frame_orientation.finish()));
+        cols.push(Arc::new(self.frame_spacing.finish()));
         cols.push(Arc::new(self.warning.finish()));
         cols.push(Arc::new(self.json.finish()));
         Ok(RecordBatch::try_new(instances_schema(), cols)?)
@@ -284,7 +290,7 @@ pub async fn ingest_dicom(
     opts: &DicomIngestOptions,
 ) -> Result<IngestSummary> {
     let started = Instant::now();
-    let files = collect_files(inputs)?;
+    let files = super::sources::list(inputs).await?;
     let mut known = known_instances(lake).await?;
     let mut recorded = super::recorded_errors(lake, SOURCE).await?;
     let mut summary = IngestSummary::default();
@@ -292,7 +298,7 @@ pub async fn ingest_dicom(
 
     for chunk in files.chunks(opts.batch_size.max(1)) {
         let parsed: Vec<Parsed> =
-            tokio::task::block_in_place(|| chunk.par_iter().map(|p| parse_file(p)).collect());
+            tokio::task::block_in_place(|| chunk.par_iter().map(parse_file).collect());
         let now = Utc::now().timestamp_micros();
         let mut batch = InstanceBatch::new();
         let mut errors = Vec::new();

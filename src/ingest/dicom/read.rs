@@ -99,11 +99,25 @@ impl<R: Read> Source<R> {
             .max(self.buf.len().saturating_mul(2))
             .max(PREFIX_BYTES)
             .min(usize::try_from(self.size).unwrap_or(usize::MAX));
-        let want = target.saturating_sub(self.buf.len()) as u64;
-        let got = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
-        if (got as u64) < want {
-            self.eof = true;
+        // One read call per fill where the reader allows: for an object store each call
+        // is a ranged GET.
+        let mut filled = self.buf.len();
+        self.buf.resize(target, 0);
+        while filled < target {
+            match self.reader.read(&mut self.buf[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(filled);
+                    return Err(e);
+                }
+            }
         }
+        self.buf.truncate(filled);
         Ok(())
     }
 
@@ -260,8 +274,11 @@ fn read_deflated<R: Read>(
         let complete = inflated.complete();
         detours.clear();
         match walk(inflated.bytes(), explicit, complete, &mut detours, false)? {
+            // Grow step by step: the inflated size is unknown, so a bogus length must not
+            // turn into one big buffer before the stream is found to end.
             Walk::NeedMore(n) if n <= MAX_HEADER_BYTES => {
-                inflated.fill_to(n).map_err(deflate_error)?
+                let step = n.min(inflated.bytes().len().saturating_mul(2).max(PREFIX_BYTES));
+                inflated.fill_to(step).map_err(deflate_error)?
             }
             Walk::NeedMore(_) => {
                 return Err(Failure::new(
