@@ -35,12 +35,10 @@ impl SourceFile {
     /// The URI recorded in the lake: a `file://` URL for local files.
     pub fn uri(&self) -> String {
         match self {
-            SourceFile::Local(path) => {
-                let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-                Url::from_file_path(&abs)
-                    .map(|u| u.to_string())
-                    .unwrap_or_else(|_| abs.display().to_string())
-            }
+            // Paths are absolute: the walk starts from a canonical root.
+            SourceFile::Local(path) => Url::from_file_path(path)
+                .map(|u| u.to_string())
+                .unwrap_or_else(|_| path.display().to_string()),
             SourceFile::Object { uri, .. } => uri.clone(),
         }
     }
@@ -49,9 +47,10 @@ impl SourceFile {
     pub fn open(&self) -> std::io::Result<(Box<dyn Read + Send>, u64)> {
         match self {
             SourceFile::Local(path) => {
+                // No BufReader: the DICOM reader asks for large blocks.
                 let file = std::fs::File::open(path)?;
                 let size = file.metadata()?.len();
-                Ok((Box::new(std::io::BufReader::new(file)), size))
+                Ok((Box::new(file), size))
             }
             SourceFile::Object {
                 store,
@@ -74,7 +73,7 @@ impl SourceFile {
 }
 
 /// A `Read` over one object that fetches exactly what each `read` asks for, in one ranged
-/// GET. Callers ask for large slices (the DICOM reader asks for 64 KiB, then for what the
+/// GET. Callers ask for large slices (the DICOM reader asks for 16 KiB, then for what the
 /// header needs), so a header costs one or two requests.
 struct RangedReader {
     store: Arc<dyn ObjectStore>,
@@ -157,7 +156,8 @@ pub async fn list(inputs: &[String]) -> Result<Vec<SourceFile>> {
             let url = Url::parse(input).map_err(|e| Error::Invalid(format!("{input}: {e}")))?;
             list_objects(&url, &mut files).await?;
         } else {
-            walk(Path::new(input), &mut files)?;
+            let root = std::fs::canonicalize(input).map_err(|e| Error::io(input, e))?;
+            walk(&root, &mut files)?;
         }
     }
     let mut keyed: Vec<(String, SourceFile)> = files.into_iter().map(|f| (f.uri(), f)).collect();

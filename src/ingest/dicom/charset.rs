@@ -22,9 +22,7 @@ use encoding_rs::Encoding;
 
 /// The values of SpecificCharacterSet (0008,0005), as written.
 pub fn declared(obj: &InMemDicomObject) -> Vec<String> {
-    obj.element_opt(dicom_dictionary_std::tags::SPECIFIC_CHARACTER_SET)
-        .ok()
-        .flatten()
+    obj.get(dicom_dictionary_std::tags::SPECIFIC_CHARACTER_SET)
         .and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
         .map(|v| v.iter().map(|s| s.trim().to_string()).collect())
         .unwrap_or_default()

@@ -489,7 +489,7 @@ impl HeaderColumns {
                 }
                 continue;
             }
-            let elem = obj.element_opt(col.tag).ok().flatten();
+            let elem = obj.get(col.tag);
             let value = elem.map(|e| e.value());
             match b {
                 Builder::Text(b) => {

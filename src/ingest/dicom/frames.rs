@@ -22,7 +22,7 @@ pub struct FrameGeometry {
 }
 
 fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<&[InMemDicomObject]> {
-    obj.element_opt(tag).ok().flatten()?.items()
+    obj.get(tag)?.items()
 }
 
 /// `group_seq[0].tag` as numbers, from one functional-groups item.
@@ -32,7 +32,7 @@ fn group_value(
     tag: dicom_core::Tag,
 ) -> Option<Vec<f64>> {
     let inner = items(item, group_seq)?.first()?;
-    let e = inner.element_opt(tag).ok().flatten()?;
+    let e = inner.get(tag)?;
     e.to_multi_float64().ok().filter(|v| !v.is_empty())
 }
 

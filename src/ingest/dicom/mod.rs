@@ -123,11 +123,10 @@ fn parse_file(file: &SourceFile) -> Parsed {
     };
     let mut src = read::Source::new(reader, size);
     let parsed = read::read_header(&mut src);
-    // The fingerprint covers the first bytes and the size: the same whatever length of
-    // header had to be read.
-    let bytes = src.bytes();
+    // The fingerprint covers the header (every byte before PixelData) and the file size:
+    // reading the pixel data of every file would defeat header-only ingest.
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&bytes[..bytes.len().min(read::PREFIX_BYTES)]);
+    hasher.update(src.header_bytes());
     hasher.update(&size.to_le_bytes());
     let hash = hasher.finalize().to_hex().to_string();
     match parsed {
@@ -296,9 +295,25 @@ pub async fn ingest_dicom(
     let mut summary = IngestSummary::default();
     let bar = opts.progress.then(|| progress_bar(files.len() as u64));
 
-    for chunk in files.chunks(opts.batch_size.max(1)) {
-        let parsed: Vec<Parsed> =
-            tokio::task::block_in_place(|| chunk.par_iter().map(parse_file).collect());
+    // Parsing of the next batch runs while the current one is committed, so the cores do
+    // not wait for parquet encoding and the Delta commit. Commits stay in order.
+    let chunks: Vec<Vec<SourceFile>> = files
+        .chunks(opts.batch_size.max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let parse = |chunk: Vec<SourceFile>| {
+        tokio::task::spawn_blocking(move || chunk.par_iter().map(parse_file).collect::<Vec<_>>())
+    };
+    let mut next = chunks.first().map(|c| parse(c.clone()));
+    for i in 0..chunks.len() {
+        let chunk = &chunks[i];
+        let parsed: Vec<Parsed> = match next.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| crate::error::Error::Invalid(format!("header parsing: {e}")))?,
+            None => Vec::new(),
+        };
+        next = chunks.get(i + 1).map(|c| parse(c.clone()));
         let now = Utc::now().timestamp_micros();
         let mut batch = InstanceBatch::new();
         let mut errors = Vec::new();

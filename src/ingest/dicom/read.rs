@@ -31,8 +31,9 @@ use dicom_encoding::TransferSyntax;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-/// How much of a file is read before parsing is first tried.
-pub const PREFIX_BYTES: usize = 64 * 1024;
+/// How much of a file is read before parsing is first tried. Most headers are a few KiB
+/// (a CT slice: about 2 KiB); longer ones cost one more read.
+pub const PREFIX_BYTES: usize = 16 * 1024;
 
 /// The largest header (everything before PixelData) medlake reads into memory. Real
 /// headers are kilobytes; RT structure sets and big private blocks reach megabytes.
@@ -76,6 +77,7 @@ pub struct Source<R> {
     buf: Vec<u8>,
     size: u64,
     eof: bool,
+    header_len: Option<usize>,
 }
 
 impl<R: Read> Source<R> {
@@ -86,6 +88,7 @@ impl<R: Read> Source<R> {
             buf: Vec::new(),
             size,
             eof: false,
+            header_len: None,
         }
     }
 
@@ -133,6 +136,15 @@ impl<R: Read> Source<R> {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The file's bytes up to where its header ends (PixelData, or the end of what could
+    /// be read): what the content fingerprint covers.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.buf[..self
+            .header_len
+            .unwrap_or(self.buf.len())
+            .min(self.buf.len())]
     }
 }
 
@@ -224,6 +236,7 @@ pub fn read_header<R: Read>(src: &mut Source<R>) -> Result<Header, Failure> {
         Walk::Cut { at, reason } => (at, Some(reason)),
         Walk::NeedMore(_) => unreachable!("handled in the loop"),
     };
+    src.header_len = Some(ds_start + end);
     let header = &src.bytes()[ds_start..ds_start + end];
     let (header, extras) = take_detours(header, &detours);
     if header.is_empty() && extras.is_empty() {
@@ -670,11 +683,7 @@ fn build(
         // Read again with SpecificCharacterSet blanked, so that every text value comes out
         // as ISO 8859-1, byte for byte, for the ISO 2022 decoder.
         if let Some(raw) = blank_charset(header, ts).and_then(|b| parse_dataset(&b, ts).ok()) {
-            declared_charset = obj
-                .element_opt(tags::SPECIFIC_CHARACTER_SET)
-                .ok()
-                .flatten()
-                .cloned();
+            declared_charset = obj.get(tags::SPECIFIC_CHARACTER_SET).cloned();
             obj = raw;
         }
     }
@@ -696,9 +705,7 @@ fn build(
         obj.put(scs);
     }
     let own = obj
-        .element_opt(tags::SOP_INSTANCE_UID)
-        .ok()
-        .flatten()
+        .get(tags::SOP_INSTANCE_UID)
         .and_then(|e| e.to_str().ok())
         .map(|s| super::columns::clean(&s).to_string())
         .filter(|s| !s.is_empty());
@@ -755,9 +762,7 @@ fn known_vr(tag: Tag) -> Option<VR> {
 
 fn charset(obj: &InMemDicomObject) -> SpecificCharacterSet {
     let code = obj
-        .element_opt(tags::SPECIFIC_CHARACTER_SET)
-        .ok()
-        .flatten()
+        .get(tags::SPECIFIC_CHARACTER_SET)
         .and_then(|e| match e.vr() {
             VR::UN => e
                 .value()
