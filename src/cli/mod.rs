@@ -41,9 +41,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum IngestCommand {
-    /// Ingest DICOM headers from files and folders (recursively).
+    /// Ingest DICOM headers from files, folders (recursively) and object-store prefixes.
     Dicom {
-        /// Files or folders.
+        /// Files, folders, or URLs: file://, s3://, gs://, az:// (one object, or every object
+        /// under a prefix). Cloud credentials come from the usual environment variables.
         #[arg(required = true)]
         inputs: Vec<String>,
         /// Stored in the `collection` column of every row.
