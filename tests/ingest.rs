@@ -4,13 +4,6 @@ mod common;
 
 use std::process::Command;
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 async fn query_rows(lake: &medlake::Lake, sql: &str) -> Vec<Vec<String>> {
     let s = medlake::open_session(lake, None).await.unwrap();
     let batches = s.ctx.sql(sql).await.unwrap().collect().await.unwrap();
@@ -58,7 +51,7 @@ async fn reingest_adds_nothing_and_counts_add_up() {
 /// Other engines read the lake: the `deltalake` Python package gets the same rows.
 #[tokio::test(flavor = "multi_thread")]
 async fn python_deltalake_reads_the_same_rows() {
-    if !python_has("deltalake") {
+    if !common::python_has("deltalake") {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("the deltalake Python package is missing in CI");
         }
@@ -75,7 +68,7 @@ async fn python_deltalake_reads_the_same_rows() {
         ),
         ("instances", "SOPInstanceUID,file_uri,Rows,InstanceNumber"),
     ] {
-        let out = Command::new("python3")
+        let out = Command::new(common::python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/oracle/read_delta.py"

@@ -66,10 +66,6 @@ impl Drop for Moto {
     }
 }
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -85,7 +81,7 @@ fn boto(endpoint: &str, code: &str) {
          s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1',\n\
              aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}"
     );
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .arg("-c")
         .arg(script)
         .output()
@@ -117,11 +113,7 @@ fn medlake(endpoint: &str, args: &[&str]) -> String {
 
 #[test]
 fn s3_lake_and_s3_sources() {
-    let has_moto = Command::new(python())
-        .args(["-c", "import moto.server, boto3"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let has_moto = common::python_has("moto.server, boto3");
     if !has_moto {
         assert!(
             std::env::var("CI").is_err(),
@@ -133,7 +125,7 @@ fn s3_lake_and_s3_sources() {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let _server = Moto(
-        Command::new(python())
+        Command::new(common::python())
             .args([
                 "-m",
                 "moto.server",

@@ -58,13 +58,9 @@ fn data_root() -> Option<PathBuf> {
     root.join("pydicom").is_dir().then_some(root)
 }
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn oracle(dir: &Path) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/pydicom_headers.py");
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .arg(script)
         .arg(dir)
         .output()

@@ -66,6 +66,19 @@ pub fn bogus_length(slice: &[u8]) -> Vec<u8> {
 
 pub const DEMO_FILES: u64 = 211;
 
+/// The Python that runs the reference oracles (`PYTHON`, default `python3`).
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether that Python can import all of these modules.
+pub fn python_has(modules: &str) -> bool {
+    std::process::Command::new(python())
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 pub async fn ingest(lake: &Lake, inputs: &[&Path], collection: &str) -> IngestSummary {
     let opts = DicomIngestOptions {
         collection: collection.to_string(),

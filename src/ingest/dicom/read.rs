@@ -205,9 +205,7 @@ pub fn read_header<R: Read>(src: &mut Source<R>) -> Result<Header, Failure> {
             }
         },
     };
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
-        .expect("the transfer syntaxes picked above are always registered");
+    let ts = registered(ts_uid);
 
     // Walk the element headers, reading more of the file while the header needs it.
     let mut detours = Vec::new();
@@ -293,9 +291,7 @@ fn read_deflated<R: Read>(
     let inflater = adapter.adapt_reader(Box::new(Cursor::new(compressed)));
     // The inflated size is unknown: `Source` stops at the end of the stream.
     let mut inflated = Source::new(inflater, MAX_HEADER_BYTES as u64 + 1);
-    let explicit = TransferSyntaxRegistry
-        .get(EXPLICIT_VR_LE)
-        .expect("explicit VR little endian is always registered");
+    let explicit = registered(EXPLICIT_VR_LE);
     let deflate_error = |e: std::io::Error| {
         Failure::new(
             "malformed",
@@ -354,6 +350,13 @@ fn take_detours(header: &[u8], detours: &[(usize, usize)]) -> (Vec<u8>, Vec<Vec<
     (main, extras)
 }
 
+/// One of the three uncompressed transfer syntaxes, which every registry has.
+fn registered(uid: &str) -> &'static TransferSyntax {
+    TransferSyntaxRegistry
+        .get(uid)
+        .unwrap_or_else(|| panic!("transfer syntax {uid} is built into dicom-rs"))
+}
+
 fn is_deflated(ts: &TransferSyntax) -> bool {
     matches!(ts.codec(), Codec::Dataset(_))
 }
@@ -374,12 +377,8 @@ struct Meta {
 /// Walk the group 0002 elements. Their group length (0002,0000) is not trusted or needed:
 /// some writers leave it out, and the group ends where group 0002 ends.
 fn read_meta(bytes: &[u8]) -> Result<Meta, Failure> {
-    let explicit = TransferSyntaxRegistry
-        .get(EXPLICIT_VR_LE)
-        .expect("explicit VR little endian is always registered");
-    let implicit = TransferSyntaxRegistry
-        .get(IMPLICIT_VR_LE)
-        .expect("implicit VR little endian is always registered");
+    let explicit = registered(EXPLICIT_VR_LE);
+    let implicit = registered(IMPLICIT_VR_LE);
     // PS3.10 says explicit VR little endian; a few old writers used implicit.
     let ts = match sniff(bytes) {
         Some(Layout::ImplicitLe) => implicit,
@@ -572,9 +571,7 @@ fn walk(
         let Some(l) = len.get() else {
             if header.vr == VR::UN && explicit_le {
                 if open.is_empty() && !until_delimiter {
-                    let implicit = TransferSyntaxRegistry
-                        .get(IMPLICIT_VR_LE)
-                        .expect("implicit VR little endian is always registered");
+                    let implicit = registered(IMPLICIT_VR_LE);
                     match walk(&bytes[at..], implicit, complete, &mut Vec::new(), true)? {
                         Walk::End(n) => {
                             detours.push((pos, at + n));
@@ -716,9 +713,7 @@ fn build(
         }
     }
     for extra in extras {
-        let implicit = TransferSyntaxRegistry
-            .get(IMPLICIT_VR_LE)
-            .expect("implicit VR little endian is always registered");
+        let implicit = registered(IMPLICIT_VR_LE);
         let detour = parse_dataset(extra, implicit)?;
         for elem in detour {
             obj.put(elem);
@@ -813,9 +808,7 @@ fn charset(obj: &InMemDicomObject) -> SpecificCharacterSet {
 /// Re-read UN values with the dictionary VR, by handing dicom-rs the element again as
 /// implicit VR little endian (where the dictionary decides the VR).
 fn reread_un(mut obj: InMemDicomObject, cs: &SpecificCharacterSet) -> InMemDicomObject {
-    let implicit = TransferSyntaxRegistry
-        .get(IMPLICIT_VR_LE)
-        .expect("implicit VR little endian is always registered");
+    let implicit = registered(IMPLICIT_VR_LE);
     let tags_here: Vec<Tag> = obj.iter().map(|e| e.tag()).collect();
     for tag in tags_here {
         let Ok(elem) = obj.take_element(tag) else {
