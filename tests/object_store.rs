@@ -165,19 +165,28 @@ fn s3_lake_and_s3_sources() {
     );
 
     let lake = "s3://hospital/lake";
-    let summary = medlake(
-        &endpoint,
-        &[
-            "--lake",
-            lake,
-            "ingest",
-            "dicom",
-            "s3://hospital/dicom/",
-            "--collection",
-            "s3",
-        ],
-    );
-    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    let ingest = || {
+        let out = medlake(
+            &endpoint,
+            &[
+                "--lake",
+                lake,
+                "ingest",
+                "dicom",
+                "s3://hospital/dicom/",
+                "--collection",
+                "s3",
+            ],
+        );
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let sql = |query: &str| {
+        medlake(
+            &endpoint,
+            &["--lake", lake, "sql", "-c", query, "--format", "csv"],
+        )
+    };
+    let summary = ingest();
     let n = |k: &str| summary[k].as_u64().unwrap();
     assert_eq!(n("files_seen"), common::DEMO_FILES + 6, "{summary}");
     assert_eq!(n("ingested"), common::DEMO_FILES);
@@ -186,18 +195,9 @@ fn s3_lake_and_s3_sources() {
         n("ingested") + n("duplicates") + n("errors")
     );
 
-    let csv = medlake(
-        &endpoint,
-        &[
-            "--lake",
-            lake,
-            "sql",
-            "-c",
-            "SELECT count(*) AS n, count(DISTINCT SOPInstanceUID) AS uids, \
-             min(file_uri) AS first FROM instances",
-            "--format",
-            "csv",
-        ],
+    let csv = sql(
+        "SELECT count(*) AS n, count(DISTINCT SOPInstanceUID) AS uids, \
+         min(file_uri) AS first FROM instances",
     );
     let row = csv.lines().nth(1).unwrap();
     assert!(
@@ -208,33 +208,10 @@ fn s3_lake_and_s3_sources() {
         "{csv}"
     );
     // The derived tables and the lake log live on S3 too.
-    let csv = medlake(
-        &endpoint,
-        &[
-            "--lake",
-            lake,
-            "sql",
-            "-c",
-            "SELECT (SELECT count(*) FROM series) AS series, \
-             (SELECT max(lake_version) FROM lake_version()) AS v",
-            "--format",
-            "csv",
-        ],
-    );
+    let csv = sql("SELECT (SELECT count(*) FROM series) AS series, \
+         (SELECT max(lake_version) FROM lake_version()) AS v");
     assert_eq!(csv.lines().nth(1).unwrap(), "8,1", "{csv}");
     // Running it again adds nothing.
-    let again = medlake(
-        &endpoint,
-        &[
-            "--lake",
-            lake,
-            "ingest",
-            "dicom",
-            "s3://hospital/dicom/",
-            "--collection",
-            "s3",
-        ],
-    );
-    let again: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
+    let again = ingest();
     assert_eq!(again["ingested"].as_u64(), Some(0), "{again}");
 }

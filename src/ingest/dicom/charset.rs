@@ -260,6 +260,14 @@ fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
+/// One value that dicom-rs decoded as ISO 8859-1, decoded again with the code extensions.
+fn redecode(s: &str, values: &[String], vr: VR) -> String {
+    match latin1_bytes(s) {
+        Some(b) => decode(&b, values, vr == VR::PN),
+        None => s.to_string(),
+    }
+}
+
 /// Decode every text value of a data set that dicom-rs read with the default character
 /// set (ISO 8859-1, so no byte was lost), at every depth.
 pub fn decode_object(obj: InMemDicomObject, values: &[String]) -> InMemDicomObject {
@@ -279,21 +287,11 @@ pub fn decode_object(obj: InMemDicomObject, values: &[String]) -> InMemDicomObje
                 Value::Sequence(DataSetSequence::new(items, length))
             }
             Value::Primitive(PrimitiveValue::Strs(strs)) if is_text(vr) => {
-                let decoded = strs
-                    .iter()
-                    .map(|s| match latin1_bytes(s) {
-                        Some(b) => decode(&b, values, vr == VR::PN),
-                        None => s.clone(),
-                    })
-                    .collect();
+                let decoded = strs.iter().map(|s| redecode(s, values, vr)).collect();
                 Value::Primitive(PrimitiveValue::Strs(decoded))
             }
             Value::Primitive(PrimitiveValue::Str(s)) if is_text(vr) => {
-                let d = match latin1_bytes(&s) {
-                    Some(b) => decode(&b, values, vr == VR::PN),
-                    None => s,
-                };
-                Value::Primitive(PrimitiveValue::Str(d))
+                Value::Primitive(PrimitiveValue::Str(redecode(&s, values, vr)))
             }
             other => other,
         };

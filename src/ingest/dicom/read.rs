@@ -333,7 +333,14 @@ fn read_deflated<R: Read>(
 /// Split the detours out of the header: the header without them, and each one re-encoded
 /// as an implicit VR element of undefined length (tag, then 0xFFFFFFFF, then its content),
 /// which is how dicom-rs reads a sequence in implicit VR.
-fn take_detours(header: &[u8], detours: &[(usize, usize)]) -> (Vec<u8>, Vec<Vec<u8>>) {
+fn take_detours<'h>(
+    header: &'h [u8],
+    detours: &[(usize, usize)],
+) -> (std::borrow::Cow<'h, [u8]>, Vec<Vec<u8>>) {
+    // Almost every file has none: no copy then.
+    if detours.is_empty() {
+        return (std::borrow::Cow::Borrowed(header), Vec::new());
+    }
     let mut main = Vec::with_capacity(header.len());
     let mut extras = Vec::new();
     let mut last = 0;
@@ -347,7 +354,7 @@ fn take_detours(header: &[u8], detours: &[(usize, usize)]) -> (Vec<u8>, Vec<Vec<
         last = end;
     }
     main.extend_from_slice(&header[last..]);
-    (main, extras)
+    (std::borrow::Cow::Owned(main), extras)
 }
 
 /// One of the three uncompressed transfer syntaxes, which every registry has.
