@@ -27,6 +27,10 @@ pub const COHORTS: &[(&str, &str)] = &[
         "patient_weight_from_header",
         include_str!("../sql/cohorts/patient_weight_from_header.sql"),
     ),
+    (
+        "reports_with_affirmed_nodule_and_ct_series",
+        include_str!("../sql/cohorts/reports_with_affirmed_nodule_and_ct_series.sql"),
+    ),
 ];
 
 /// A file that marks a folder as a demo lake, so the demo may rebuild it.
@@ -64,6 +68,25 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         summary.ingested,
         summary.errors,
         summary.lake_version
+    )
+    .map_err(w)?;
+    let reports_csv = dir.join("sources").join("reports.csv");
+    crate::synth::write_demo_reports(&reports_csv)?;
+    let ropts = crate::ingest::reports::ReportIngestOptions {
+        collection: "demo".into(),
+        progress: false,
+        ..Default::default()
+    };
+    let rs = crate::ingest::reports::ingest_reports(
+        &lake,
+        &[reports_csv.to_string_lossy().into_owned()],
+        &ropts,
+    )
+    .await?;
+    writeln!(
+        out,
+        "{} synthetic reports ingested and indexed, lake version {}",
+        rs.ingested, rs.lake_version
     )
     .map_err(w)?;
     let session = crate::session::open_session(&lake, None).await?;

@@ -19,6 +19,7 @@ pub mod functions;
 pub mod ingest;
 pub mod lake;
 pub mod optimize;
+pub mod search;
 pub mod session;
 pub mod synth;
 pub mod tables;

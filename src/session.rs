@@ -96,12 +96,48 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
                 .map(|v| v.lake_version)
         }
     };
-    crate::functions::register_lake(&ctx, lake, lake_version, &table_versions);
+    let reports_index = reports_index(&ctx, lake, &table_versions).await?;
+    crate::functions::register_lake(&ctx, lake, lake_version, &table_versions, reports_index);
     Ok(LakeSession {
         ctx,
         lake_version,
         table_versions,
     })
+}
+
+/// The report index this session searches: the lake's own when it reflects the `reports`
+/// version read (after bringing it up to date), else one built in memory for that version.
+/// `reports` is re-registered so that `text_match` on it is answered by the index.
+async fn reports_index(
+    ctx: &SessionContext,
+    lake: &Lake,
+    table_versions: &BTreeMap<String, i64>,
+) -> Result<Option<Arc<crate::search::ReportIndex>>> {
+    use crate::tables::REPORTS;
+    let Some(&version) = table_versions.get(REPORTS) else {
+        return Ok(None);
+    };
+    let synced = crate::search::ReportIndex::open_synced(lake).await?;
+    let index = if synced.version() == Some(version) {
+        synced
+    } else {
+        let Some(table) = lake.table_at_version(REPORTS, version).await? else {
+            return Ok(None);
+        };
+        crate::search::ReportIndex::in_memory(&table).await?
+    };
+    let index = Arc::new(index);
+    if let Ok(inner) = ctx.table_provider(REPORTS).await {
+        ctx.deregister_table(REPORTS)?;
+        ctx.register_table(
+            REPORTS,
+            Arc::new(crate::functions::report_search::ReportsTable {
+                inner,
+                index: Some(index.clone()),
+            }),
+        )?;
+    }
+    Ok(Some(index))
 }
 
 async fn register(ctx: &SessionContext, name: &str, table: &deltalake::DeltaTable) -> Result<()> {

@@ -455,3 +455,128 @@ pub fn write_corpus(
 pub fn write_demo_corpus(dir: &Path) -> Result<Vec<PathBuf>> {
     write_corpus(dir, DEMO_PATIENTS, DEMO_SERIES)
 }
+
+/// One synthetic radiology report of the demo (see [`write_demo_reports`]).
+pub struct DemoReport {
+    pub report_id: &'static str,
+    pub patient: usize,
+    /// How the report names its study: 'U' StudyInstanceUID, 'A' AccessionNumber,
+    /// 'D' only PatientID and a date, 'N' nothing that matches.
+    pub link: char,
+    pub study: u32,
+    pub report_date: &'static str,
+    pub findings: &'static str,
+    pub impression: &'static str,
+}
+
+/// Reports for the demo studies. They agree with the placed nodules: DEMO-001 and
+/// DEMO-003 have one in their first study, and only their reports affirm a nodule.
+pub const DEMO_REPORTS: &[DemoReport] = &[
+    DemoReport {
+        report_id: "RPT-0001",
+        patient: 0,
+        link: 'U',
+        study: 1,
+        report_date: "2024-01-10",
+        findings: "A 12 mm solid nodule in the right lung. No pleural effusion.",
+        impression: "Pulmonary nodule; CT follow-up in 3 months.",
+    },
+    DemoReport {
+        report_id: "RPT-0002",
+        patient: 1,
+        link: 'A',
+        study: 1,
+        report_date: "2024-03-01",
+        findings: "No pulmonary nodule. No pleural effusion or pneumothorax.",
+        impression: "Normal chest CT.",
+    },
+    DemoReport {
+        report_id: "RPT-0003",
+        patient: 2,
+        link: 'D',
+        study: 1,
+        report_date: "2024-04-16",
+        findings: "Solid nodule in the left lower lobe. Small left pleural effusion.",
+        impression: "Nodule, suspicious for malignancy.",
+    },
+    DemoReport {
+        report_id: "RPT-0004",
+        patient: 3,
+        link: 'A',
+        study: 1,
+        report_date: "2024-05-20",
+        findings: "Possible small nodule in the left upper lobe, cannot exclude atelectasis.",
+        impression: "Indeterminate opacity; follow-up suggested.",
+    },
+    DemoReport {
+        report_id: "RPT-0005",
+        patient: 4,
+        link: 'U',
+        study: 1,
+        report_date: "2024-06-11",
+        findings: "The heart is enlarged. No free fluid.",
+        impression: "Cardiomegaly.",
+    },
+    DemoReport {
+        report_id: "RPT-0006",
+        patient: 5,
+        link: 'D',
+        study: 2,
+        report_date: "2025-10-01",
+        findings: "Lungs are clear. The previously seen nodule has resolved.",
+        impression: "No evidence of nodule.",
+    },
+    DemoReport {
+        report_id: "RPT-0007",
+        patient: 5,
+        link: 'N',
+        study: 9,
+        report_date: "2023-01-01",
+        findings: "Outside report: nodule in the right lung.",
+        impression: "Nodule.",
+    },
+];
+
+/// Write [`DEMO_REPORTS`] as a CSV with the columns `ingest reports` reads by name.
+pub fn write_demo_reports(path: &Path) -> Result<PathBuf> {
+    let mut w = csv::Writer::from_path(path)
+        .map_err(|e| crate::Error::Invalid(format!("{}: {e}", path.display())))?;
+    let io = |e: csv::Error| crate::Error::Invalid(format!("{}: {e}", path.display()));
+    w.write_record([
+        "report_id",
+        "PatientID",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "report_date",
+        "modality",
+        "findings",
+        "impression",
+    ])
+    .map_err(io)?;
+    for r in DEMO_REPORTS {
+        let p = &DEMO_PATIENTS[r.patient];
+        let (pid, acc, suid) = match r.link {
+            'U' => (p.id.to_string(), String::new(), study_uid(p, r.study)),
+            'A' => (
+                p.id.to_string(),
+                format!("ACC{}{}", &p.id[5..], r.study),
+                String::new(),
+            ),
+            'D' => (p.id.to_string(), String::new(), String::new()),
+            _ => ("DEMO-999".to_string(), String::new(), String::new()),
+        };
+        w.write_record([
+            r.report_id,
+            &pid,
+            &acc,
+            &suid,
+            r.report_date,
+            "CT",
+            r.findings,
+            r.impression,
+        ])
+        .map_err(io)?;
+    }
+    w.flush().map_err(|e| crate::Error::io(path.display(), e))?;
+    Ok(path.to_path_buf())
+}

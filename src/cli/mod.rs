@@ -34,6 +34,9 @@ pub enum Command {
     Ingest(IngestCommand),
     /// Run SQL: an interactive shell, or the statements of -c / -f.
     Sql(SqlArgs),
+    /// Maintain the lake's search indexes.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Build a small deterministic demo lake from generated CT series and run the example
     /// cohorts in sql/cohorts/ on it.
     Demo,
@@ -56,6 +59,41 @@ pub enum IngestCommand {
         /// Files per commit.
         #[arg(long, default_value_t = 5000)]
         batch_size: usize,
+    },
+    /// Ingest radiology reports (CSV, JSONL, Parquet, Open-i/IU XML, DICOM SR; `.gz` is
+    /// read directly) into the `reports` table and its search index.
+    Reports {
+        /// Files, folders (recursively) or object-store URLs.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// The format of every input (default: from each file's name).
+        #[arg(long, value_enum)]
+        format: Option<crate::ingest::reports::Format>,
+        /// The language of reports whose source does not say: en, es or zh.
+        #[arg(long, default_value = "en")]
+        language: String,
+        /// Fill a report column from a source field: --map report_id=ImageID --map text=Report.
+        /// Columns without a mapping come from the field of the same name.
+        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        map: Vec<String>,
+        /// Stored in the `collection` column of every row.
+        #[arg(long, default_value = "default")]
+        collection: String,
+        /// Days either side of report_date for linking by PatientID and date.
+        #[arg(long, default_value_t = 3)]
+        link_window_days: i32,
+        /// Exit with a failure status if any record could not be ingested.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Rebuild an index from its table (the only index today: `reports`).
+    Rebuild {
+        #[arg(value_parser = ["reports"])]
+        index: String,
     },
 }
 
@@ -144,6 +182,74 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Ingest(IngestCommand::Reports {
+            inputs,
+            format,
+            language,
+            map,
+            collection,
+            link_window_days,
+            strict,
+        }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let mapping =
+                crate::ingest::reports::Mapping::parse(&map).map_err(crate::Error::Invalid)?;
+            let opts = crate::ingest::reports::ReportIngestOptions {
+                collection,
+                format,
+                language,
+                mapping,
+                link_window_days,
+                ..Default::default()
+            };
+            let s = crate::ingest::reports::ingest_reports(&lake, &inputs, &opts).await?;
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "{} records from {} files: {} ingested ({} replaced), {} duplicates, {} errors, \
+                     {} with warnings, in {:.2} s ({:.0} reports/s); lake version {}",
+                    s.records_seen,
+                    s.files_seen,
+                    s.ingested,
+                    s.replaced,
+                    s.duplicates,
+                    s.errors,
+                    s.warnings,
+                    s.seconds,
+                    s.records_seen as f64 / s.seconds.max(1e-9),
+                    s.lake_version
+                );
+                if s.errors + s.warnings > 0 {
+                    println!("see: medlake sql -c \"SELECT * FROM ingest_errors WHERE source = 'reports'\"");
+                }
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string(&s).expect("the summary serializes")
+                );
+            }
+            Ok(if strict && s.errors > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Index(IndexCommand::Rebuild { index: _ }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let started = std::time::Instant::now();
+            let Some(table) = lake.table(crate::tables::REPORTS).await? else {
+                return Err(crate::Error::Invalid(
+                    "the lake has no reports table to index".into(),
+                ));
+            };
+            let mut index = crate::search::ReportIndex::open_synced(&lake).await?;
+            index.rebuild(&table).await?;
+            println!(
+                "reports index rebuilt at table version {} in {:.2} s",
+                index.version().unwrap_or(0),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sql(args) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;

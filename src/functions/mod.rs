@@ -1,10 +1,13 @@
 //! medlake's SQL functions.
 //!
 //! - `dicom_tag(dicom_json, path)`: any element of an instance's header (see [`dicom_tag`]).
+//! - `report_search(query [, options])` and `text_match(column, query)`: report search
+//!   (see [`report_search`]).
 //! - `lake_version()`: the lake version and table versions this session reads.
 //! - `as_of(table, version_or_timestamp)`: a table as it was at an earlier lake version.
 
 pub mod dicom_tag;
+pub mod report_search;
 pub mod time_travel;
 
 use std::collections::BTreeMap;
@@ -18,6 +21,7 @@ use crate::lake::Lake;
 /// Register the functions that need no lake.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(dicom_tag::DicomTag::new()));
+    ctx.register_udf(ScalarUDF::from(report_search::TextMatch::new()));
 }
 
 /// Register the functions that read the lake itself.
@@ -26,7 +30,14 @@ pub fn register_lake(
     lake: &Lake,
     lake_version: Option<i64>,
     table_versions: &BTreeMap<String, i64>,
+    reports_index: Option<Arc<crate::search::ReportIndex>>,
 ) {
+    ctx.register_udtf(
+        "report_search",
+        Arc::new(report_search::ReportSearchFunc {
+            index: reports_index,
+        }),
+    );
     ctx.register_udtf(
         "lake_version",
         Arc::new(time_travel::LakeVersionFunc {

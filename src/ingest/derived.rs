@@ -19,7 +19,7 @@ use medlake_udfs::geometry::{series_geometry, SliceGeometry};
 
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::tables::{INSTANCES, PATIENTS, SERIES, STUDIES};
+use crate::tables::{INSTANCES, PATIENTS, REPORTS, REPORT_LINKS, SERIES, STUDIES};
 
 /// Rebuild the derived tables when `instances` moved since the last lake version.
 pub async fn refresh_if_stale(lake: &Lake) -> Result<()> {
@@ -281,4 +281,94 @@ SELECT collection, PatientID,
 FROM instances WHERE PatientID IS NOT NULL
 GROUP BY collection, PatientID
 ORDER BY collection, PatientID
+"#;
+
+/// Rebuild `report_links` when `reports` or `studies` moved since the last lake version.
+pub async fn refresh_links_if_stale(lake: &Lake) -> Result<()> {
+    let Some(reports) = lake.table(REPORTS).await? else {
+        return Ok(());
+    };
+    let studies = lake.table(STUDIES).await?;
+    let last = lake.lake_versions().await?.pop();
+    let current = |t: &deltalake::DeltaTable| t.version().unwrap_or(0) as i64;
+    let fresh = last.is_some_and(|v| {
+        v.table_versions.get(REPORTS) == Some(&current(&reports))
+            && v.table_versions.get(STUDIES).copied() == studies.as_ref().map(current)
+            && v.table_versions.contains_key(REPORT_LINKS)
+    });
+    if fresh {
+        return Ok(());
+    }
+    let ctx = crate::session::plain_context();
+    ctx.register_table(REPORTS, reports.table_provider().await?)?;
+    let sql = match &studies {
+        Some(s) => {
+            ctx.register_table(STUDIES, s.table_provider().await?)?;
+            REPORT_LINKS_SQL.to_string()
+        }
+        // No imaging yet: every report is unlinked.
+        None => format!(
+            "SELECT collection, report_id, CAST(NULL AS VARCHAR) AS \"StudyInstanceUID\", \
+             'unlinked' AS link_method, CAST(0 AS BIGINT) AS candidate_count, \
+             false AS ambiguous FROM {REPORTS}"
+        ),
+    };
+    let df = ctx.sql(&sql).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    lake.overwrite(REPORT_LINKS, schema, batches, "link reports to studies")
+        .await?;
+    Ok(())
+}
+
+/// Each report's study, by the first rule that finds any candidate:
+/// 1. `study_uid`: its StudyInstanceUID is a study in the lake;
+/// 2. `accession`: a study of the same collection has its AccessionNumber;
+/// 3. `patient_date`: a study of the same collection and PatientID whose StudyDate is within
+///    `link_window_days` of `report_date`.
+///
+/// More than one candidate under the winning rule is flagged `ambiguous` and the study is
+/// left null: a report is never joined to a guess.
+const REPORT_LINKS_SQL: &str = r#"
+WITH r AS (
+  SELECT collection, report_id, "StudyInstanceUID" AS suid, "AccessionNumber" AS acc,
+         "PatientID" AS pid, report_date, link_window_days FROM reports
+),
+s AS (
+  SELECT collection, "StudyInstanceUID" AS suid, "AccessionNumber" AS acc,
+         "PatientID" AS pid, "StudyDate" AS study_date FROM studies
+),
+by_uid AS (
+  SELECT r.collection, r.report_id, s.suid AS study, 1 AS rule
+  FROM r JOIN s ON r.suid = s.suid
+),
+by_acc AS (
+  SELECT r.collection, r.report_id, s.suid AS study, 2 AS rule
+  FROM r JOIN s ON r.collection = s.collection AND r.acc = s.acc
+),
+by_date AS (
+  SELECT r.collection, r.report_id, s.suid AS study, 3 AS rule
+  FROM r JOIN s ON r.collection = s.collection AND r.pid = s.pid
+  WHERE r.report_date IS NOT NULL AND s.study_date IS NOT NULL
+    AND abs(CAST(r.report_date AS INT) - CAST(s.study_date AS INT)) <= r.link_window_days
+),
+cands AS (
+  SELECT * FROM by_uid UNION ALL SELECT * FROM by_acc UNION ALL SELECT * FROM by_date
+),
+best AS (
+  SELECT collection, report_id, min(rule) AS rule FROM cands GROUP BY collection, report_id
+),
+won AS (
+  SELECT c.collection, c.report_id, c.rule, count(DISTINCT c.study) AS n, min(c.study) AS study
+  FROM cands c JOIN best b
+    ON c.collection = b.collection AND c.report_id = b.report_id AND c.rule = b.rule
+  GROUP BY c.collection, c.report_id, c.rule
+)
+SELECT r.collection, r.report_id,
+  CASE WHEN w.n = 1 THEN w.study END AS "StudyInstanceUID",
+  CASE w.rule WHEN 1 THEN 'study_uid' WHEN 2 THEN 'accession' WHEN 3 THEN 'patient_date'
+    ELSE 'unlinked' END AS link_method,
+  coalesce(w.n, 0) AS candidate_count,
+  coalesce(w.n > 1, false) AS ambiguous
+FROM r LEFT JOIN won w ON r.collection = w.collection AND r.report_id = w.report_id
 "#;

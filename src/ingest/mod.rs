@@ -7,6 +7,7 @@
 
 pub mod derived;
 pub mod dicom;
+pub mod reports;
 pub mod sources;
 
 use std::collections::HashSet;

@@ -115,5 +115,37 @@ pub async fn build_test_lake(root: &Path) -> Lake {
     assert_eq!(s1.lake_version, 1);
     let s2 = ingest(&lake, &[&corpus], "demo").await;
     assert_eq!(s2.lake_version, 2);
+    // Lake version 3: the demo reports; 4: one report whose only link is by patient and a
+    // 400-day window that holds both of DEMO-006's studies (ambiguous).
+    let reports = medlake::synth::write_demo_reports(&root.join("reports.csv")).unwrap();
+    let r3 = ingest_reports(&lake, &[reports.as_path()], 3).await;
+    assert_eq!(r3.lake_version, 3);
+    let ambiguous = root.join("ambiguous.jsonl");
+    std::fs::write(
+        &ambiguous,
+        "{\"report_id\": \"RPT-0100\", \"PatientID\": \"DEMO-006\", \"report_date\": \"2025-03-01\", \
+         \"text\": \"Stable appearance. No nodule.\"}\n",
+    )
+    .unwrap();
+    let r4 = ingest_reports(&lake, &[ambiguous.as_path()], 400).await;
+    assert_eq!(r4.lake_version, 4);
     lake
+}
+
+/// Ingest report files into collection `demo` with a linking window.
+pub async fn ingest_reports(
+    lake: &Lake,
+    inputs: &[&Path],
+    window_days: i32,
+) -> medlake::ingest::reports::ReportIngestSummary {
+    let opts = medlake::ingest::reports::ReportIngestOptions {
+        collection: "demo".into(),
+        link_window_days: window_days,
+        progress: false,
+        ..Default::default()
+    };
+    let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+    medlake::ingest::reports::ingest_reports(lake, &inputs, &opts)
+        .await
+        .expect("ingest reports")
 }

@@ -103,6 +103,8 @@ enum Parsed {
         hash: String,
         header: Box<read::Header>,
         json: String,
+        /// The report an SR document holds (also ingested into `reports`).
+        report: Option<Box<crate::ingest::reports::Report>>,
     },
     Failed(ErrorRow),
 }
@@ -132,6 +134,11 @@ fn parse_file(file: &SourceFile) -> Parsed {
     match parsed {
         Ok(header) => match dicom_json::to_string(&header.obj) {
             Ok(json) => Parsed::Ok {
+                report: crate::ingest::reports::sr::report_from_sr(&header.obj, &uri, "en")
+                    .ok()
+                    .flatten()
+                    .filter(|r| !r.text.trim().is_empty())
+                    .map(Box::new),
                 uri,
                 size,
                 hash,
@@ -305,6 +312,8 @@ pub async fn ingest_dicom(
         tokio::task::spawn_blocking(move || chunk.par_iter().map(parse_file).collect::<Vec<_>>())
     };
     let mut next = chunks.first().map(|c| parse(c.clone()));
+    // SR documents are reports too: they go to `reports` after the instances are in.
+    let mut sr_reports: Vec<crate::ingest::reports::Report> = Vec::new();
     for i in 0..chunks.len() {
         let chunk = &chunks[i];
         let parsed: Vec<Parsed> = match next.take() {
@@ -327,6 +336,7 @@ pub async fn ingest_dicom(
                     hash,
                     header,
                     json,
+                    report,
                 } => match known.get(&header.sop_instance_uid) {
                     Some((h, _)) if *h == hash => {
                         summary.duplicates += 1;
@@ -343,6 +353,9 @@ pub async fn ingest_dicom(
                         error_kind: "conflicting_instance".into(),
                     },
                     None => {
+                        if let Some(r) = report {
+                            sr_reports.push(*r);
+                        }
                         let facts = FileFacts {
                             uri: &uri,
                             size,
@@ -375,7 +388,15 @@ pub async fn ingest_dicom(
     if let Some(bar) = bar {
         bar.finish();
     }
+    if !sr_reports.is_empty() {
+        let mut w = crate::ingest::reports::ReportWriter::open(lake, &opts.collection, 3).await?;
+        for r in sr_reports {
+            w.offer(r);
+        }
+        w.flush(lake).await?;
+    }
     super::derived::refresh_if_stale(lake).await?;
+    super::derived::refresh_links_if_stale(lake).await?;
     summary.lake_version = lake.record_version("ingest dicom").await?.lake_version;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -1,0 +1,385 @@
+//! `medlake ingest reports`: radiology reports into the `reports` table and its search
+//! index.
+//!
+//! Reports are keyed by (`collection`, `report_id`):
+//! - the same key with the same content is a duplicate, skipped and counted;
+//! - the same key with new content replaces the old row in one MERGE commit; the old row
+//!   stays reachable through time travel (`--as-of`, `as_of()`);
+//! - within one run, the last report read for a key wins.
+//!
+//! Each commit to `reports` is followed by the matching change to the search index, which
+//! records the table version it reflects (see [`crate::search`]). A run killed between the
+//! two leaves an index that is behind; the next open rebuilds it from the table.
+
+pub mod formats;
+pub mod model;
+pub mod sr;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use datafusion::common::Column;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+pub use formats::{Format, Mapping};
+pub use model::{reports_schema, Report};
+
+use super::ErrorRow;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::search::ReportIndex;
+use crate::tables::REPORTS;
+
+/// The name of this source in `ingest_errors.source`.
+pub const SOURCE: &str = "reports";
+
+/// Options of one `ingest reports` run.
+#[derive(Debug, Clone)]
+pub struct ReportIngestOptions {
+    pub collection: String,
+    /// `None`: from each file's name.
+    pub format: Option<Format>,
+    /// The language of reports whose source does not say (`en`, `es`, `zh`).
+    pub language: String,
+    pub mapping: Mapping,
+    /// Days either side of `report_date` within which a report links to a study of the
+    /// same patient, when no StudyInstanceUID or AccessionNumber matches.
+    pub link_window_days: i32,
+    /// Reports per commit.
+    pub batch_size: usize,
+    pub progress: bool,
+}
+
+impl Default for ReportIngestOptions {
+    fn default() -> Self {
+        ReportIngestOptions {
+            collection: "default".into(),
+            format: None,
+            language: "en".into(),
+            mapping: Mapping::default(),
+            link_window_days: 3,
+            batch_size: 200_000,
+            progress: std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+/// What an `ingest reports` run did. `records_seen = ingested + duplicates + errors`;
+/// `replaced` counts the ingested reports that replaced an older version.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ReportIngestSummary {
+    pub files_seen: u64,
+    pub records_seen: u64,
+    pub ingested: u64,
+    pub replaced: u64,
+    pub duplicates: u64,
+    pub errors: u64,
+    /// Reports ingested with a recorded problem (e.g. invalid UTF-8 replaced).
+    pub warnings: u64,
+    pub seconds: f64,
+    pub lake_version: i64,
+}
+
+/// Offers reports to the lake: decides duplicate / new / replacement, and commits them with
+/// the index change. Shared by `ingest reports` and by `ingest dicom` (for SR documents).
+pub struct ReportWriter {
+    collection: String,
+    window_days: i32,
+    known: HashMap<(String, String), String>,
+    /// (report, content hash, whether it replaces a row already in the lake)
+    pending: Vec<(Report, String, bool)>,
+    pending_index: HashMap<(String, String), usize>,
+    replaces: usize,
+    errors: Vec<ErrorRow>,
+    recorded: std::collections::HashSet<(String, String)>,
+    index: ReportIndex,
+}
+
+/// What became of one offered report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    New,
+    Replacement,
+    Duplicate,
+}
+
+impl ReportWriter {
+    /// Bring the index in step with the table, and learn what the lake already holds.
+    pub async fn open(lake: &Lake, collection: &str, window_days: i32) -> Result<Self> {
+        let index = ReportIndex::open_synced(lake).await?;
+        let mut known = HashMap::new();
+        if let Some(table) = lake.table(REPORTS).await? {
+            let ctx = SessionContext::new();
+            ctx.register_table(REPORTS, table.table_provider().await?)?;
+            let df = ctx
+                .sql("SELECT collection, report_id, content_hash FROM reports")
+                .await?;
+            for b in df.collect().await? {
+                let c = crate::lake::text_column(b.column(0))?;
+                let id = crate::lake::text_column(b.column(1))?;
+                let h = crate::lake::text_column(b.column(2))?;
+                for i in 0..b.num_rows() {
+                    known.insert(
+                        (c.value(i).to_string(), id.value(i).to_string()),
+                        h.value(i).to_string(),
+                    );
+                }
+            }
+        }
+        Ok(ReportWriter {
+            collection: collection.to_string(),
+            window_days,
+            known,
+            pending: Vec::new(),
+            pending_index: HashMap::new(),
+            replaces: 0,
+            errors: Vec::new(),
+            recorded: super::recorded_errors(lake, SOURCE).await?,
+            index,
+        })
+    }
+
+    pub fn offer(&mut self, report: Report) -> Offer {
+        let hash = report.content_hash();
+        let key = (self.collection.clone(), report.report_id.clone());
+        if let Some(&i) = self.pending_index.get(&key) {
+            if self.pending[i].1 == hash {
+                return Offer::Duplicate;
+            }
+            // Read twice in one run with different content: the later one wins.
+            let replaces = self.pending[i].2;
+            self.pending[i] = (report, hash, replaces);
+            return Offer::Replacement;
+        }
+        let outcome = match self.known.get(&key) {
+            Some(h) if *h == hash => return Offer::Duplicate,
+            Some(_) => {
+                self.replaces += 1;
+                Offer::Replacement
+            }
+            None => Offer::New,
+        };
+        self.pending_index.insert(key, self.pending.len());
+        self.pending
+            .push((report, hash, outcome == Offer::Replacement));
+        outcome
+    }
+
+    /// Record a problem (once per file and kind across runs).
+    pub fn error(&mut self, row: ErrorRow) {
+        if self
+            .recorded
+            .insert((row.file_uri.clone(), row.error_kind.clone()))
+        {
+            self.errors.push(row);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Commit what is pending: `reports` (append, or MERGE when something is replaced),
+    /// then the index, then the error rows.
+    pub async fn flush(&mut self, lake: &Lake) -> Result<()> {
+        if !self.pending.is_empty() {
+            let now = Utc::now().timestamp_micros();
+            let mut batch = model::ReportBatch::new();
+            for (r, h, _) in &self.pending {
+                batch.push(&self.collection, r, h, self.window_days, now);
+            }
+            let rb = batch.finish()?;
+            let version = if self.replaces == 0 {
+                lake.append(REPORTS, reports_schema(), vec![rb], "ingest reports")
+                    .await?
+            } else {
+                merge(lake, rb).await?
+            };
+            let pending = std::mem::take(&mut self.pending);
+            let mut reports = Vec::with_capacity(pending.len());
+            for (r, h, replaces) in pending {
+                self.known
+                    .insert((self.collection.clone(), r.report_id.clone()), h);
+                reports.push((r, replaces));
+            }
+            self.index
+                .apply(lake, &self.collection, &reports, version)
+                .await?;
+            self.pending_index.clear();
+            self.replaces = 0;
+        }
+        let errors = std::mem::take(&mut self.errors);
+        super::commit_errors(lake, &self.collection, SOURCE, &errors).await?;
+        Ok(())
+    }
+}
+
+/// Replace rows with the same (collection, report_id) and insert the rest, in one commit.
+async fn merge(lake: &Lake, batch: datafusion::arrow::array::RecordBatch) -> Result<i64> {
+    let Some(table) = lake.table(REPORTS).await? else {
+        return lake
+            .append(REPORTS, reports_schema(), vec![batch], "ingest reports")
+            .await;
+    };
+    let ctx = SessionContext::new();
+    let source = ctx.read_table(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))?;
+    let src = |n: &str| Expr::Column(Column::new(Some("source"), n));
+    let tgt = |n: &str| Expr::Column(Column::new(Some("target"), n));
+    let predicate = tgt("collection")
+        .eq(src("collection"))
+        .and(tgt("report_id").eq(src("report_id")));
+    let names: Vec<String> = reports_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let (table, _metrics) = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .when_matched_update(|mut u| {
+            for n in &names {
+                u = u.update(Column::new_unqualified(n), src(n));
+            }
+            u
+        })
+        .map_err(|e| Error::delta(REPORTS, e))?
+        .when_not_matched_insert(|mut ins| {
+            for n in &names {
+                ins = ins.set(Column::new_unqualified(n), src(n));
+            }
+            ins
+        })
+        .map_err(|e| Error::delta(REPORTS, e))?
+        .await
+        .map_err(|e| Error::delta(REPORTS, e))?;
+    Ok(table.version().unwrap_or(0) as i64)
+}
+
+/// Ingest report files into the lake, then refresh the report links and record a lake
+/// version.
+pub async fn ingest_reports(
+    lake: &Lake,
+    inputs: &[String],
+    opts: &ReportIngestOptions,
+) -> Result<ReportIngestSummary> {
+    if !model::LANGUAGES.contains(&opts.language.as_str()) {
+        return Err(Error::Invalid(format!(
+            "--language {:?}: one of {}",
+            opts.language,
+            model::LANGUAGES.join(", ")
+        )));
+    }
+    let started = Instant::now();
+    let files = super::sources::list(inputs).await?;
+    let mut writer = ReportWriter::open(lake, &opts.collection, opts.link_window_days).await?;
+    let mut summary = ReportIngestSummary {
+        files_seen: files.len() as u64,
+        ..Default::default()
+    };
+    let bar = opts.progress.then(|| {
+        let b = indicatif::ProgressBar::new(files.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files  {msg}  ETA {eta}")
+                .expect("the template is valid"),
+        );
+        b
+    });
+
+    // Files are read on a blocking thread and handed over in bounded chunks, so memory
+    // holds at most a couple of batches however large the input is.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<formats::Item>>(2);
+    let read_opts = (opts.format, opts.mapping.clone(), opts.language.clone());
+    let chunk = opts.batch_size.clamp(1, 50_000);
+    let reader = tokio::task::spawn_blocking(move || {
+        let (format, mapping, language) = read_opts;
+        let ro = formats::ReadOptions {
+            format,
+            mapping: &mapping,
+            language: &language,
+        };
+        let mut buf = Vec::with_capacity(chunk);
+        for f in &files {
+            let mut closed = false;
+            formats::read_file(f, &ro, &mut |item| {
+                if closed {
+                    return;
+                }
+                buf.push(item);
+                if buf.len() >= chunk
+                    && tx
+                        .blocking_send(std::mem::replace(&mut buf, Vec::with_capacity(chunk)))
+                        .is_err()
+                {
+                    closed = true;
+                }
+            });
+            // An empty chunk marks the end of a file, for the progress bar.
+            if closed || tx.blocking_send(std::mem::take(&mut buf)).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(items) = rx.recv().await {
+        if items.is_empty() {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            continue;
+        }
+        for item in items {
+            summary.records_seen += 1;
+            match item {
+                formats::Item::Error(row) => {
+                    summary.errors += 1;
+                    writer.error(row);
+                }
+                formats::Item::Report { report, warnings } => {
+                    if !warnings.is_empty() {
+                        summary.warnings += 1;
+                    }
+                    for w in warnings {
+                        writer.error(w);
+                    }
+                    match writer.offer(*report) {
+                        Offer::New => summary.ingested += 1,
+                        Offer::Replacement => {
+                            summary.ingested += 1;
+                            summary.replaced += 1;
+                        }
+                        Offer::Duplicate => summary.duplicates += 1,
+                    }
+                }
+            }
+        }
+        if writer.pending() >= opts.batch_size {
+            writer.flush(lake).await?;
+        }
+        if let Some(b) = &bar {
+            b.set_message(format!(
+                "{} reports, {} errors",
+                summary.ingested, summary.errors
+            ));
+        }
+    }
+    reader
+        .await
+        .map_err(|e| Error::Invalid(format!("reading reports: {e}")))?;
+    writer.flush(lake).await?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    super::derived::refresh_links_if_stale(lake).await?;
+    summary.lake_version = lake.record_version("ingest reports").await?.lake_version;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
