@@ -336,3 +336,33 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let j = s[i..].find(end)? + i;
     Some(&s[i..j])
 }
+
+/// A report read twice in one run, the second time changed after the first was already
+/// staged in the index: the lake and the index hold the second only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_changed_within_one_run_is_indexed_once_as_its_last_version() {
+    use medlake::ingest::reports::{Offer, Report, ReportWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    let report = |text: &str| Report {
+        report_id: "r1".into(),
+        text: text.into(),
+        language: "en".into(),
+        source_uri: "file:///x".into(),
+        ..Default::default()
+    };
+    let mut w = ReportWriter::open(&lake, "t", 3).await.unwrap();
+    assert_eq!(w.offer(report("Small pneumothorax.")), Offer::New);
+    w.stage_pending().unwrap();
+    assert_eq!(w.offer(report("No pneumothorax.")), Offer::Replacement);
+    w.flush(&lake).await.unwrap();
+    lake.record_version("test").await.unwrap();
+    let all = "SELECT report_id FROM report_search('pneumothorax')";
+    assert_eq!(ids(&rows(&lake, None, all).await), ["r1"]);
+    let affirmed = "SELECT report_id FROM report_search('pneumothorax', 'affirmed')";
+    assert!(rows(&lake, None, affirmed).await.is_empty());
+    assert_eq!(
+        rows(&lake, None, "SELECT text FROM reports").await,
+        [["No pneumothorax."]]
+    );
+}

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STRING,
 };
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexWriter, Score, SegmentOrdinal, SegmentReader,
@@ -76,8 +76,9 @@ fn schema(language: &str) -> (Schema, Fields) {
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
     let text_opts = TextOptions::default().set_indexing_options(indexing);
     let key = b.add_text_field("key", STRING);
-    let collection = b.add_text_field("collection", STRING | STORED | FAST);
-    let report_id = b.add_text_field("report_id", STRING | STORED | FAST);
+    // Read back from fast-field columns; never searched, so not indexed.
+    let collection = b.add_text_field("collection", TextOptions::default().set_fast("raw"));
+    let report_id = b.add_text_field("report_id", TextOptions::default().set_fast("raw"));
     let title = b.add_text_field("title", text_opts.clone());
     let sections = SECTIONS.map(|s| b.add_text_field(s, text_opts.clone()));
     let text = b.add_text_field("text", text_opts.clone().set_stored());
@@ -324,55 +325,73 @@ impl ReportIndex {
         Ok(())
     }
 
-    /// Apply one ingest commit: `reports` went to `version`, adding or replacing these
-    /// reports. An index that was not at the version before is rebuilt instead.
-    pub async fn apply(
+    /// Stage index changes without committing them: for each report, delete what the
+    /// index holds under its key (when the flag says it may hold something) and add its
+    /// document. Called as reports arrive, so that building documents overlaps reading;
+    /// [`Self::finish`] commits once the table version is known, and dropping the staged
+    /// changes discards them.
+    pub fn stage_into(
         &mut self,
-        lake: &Lake,
+        staged: &mut Option<Staged>,
         collection: &str,
-        reports: &[(Report, bool)],
-        version: i64,
+        reports: &[(&Report, bool)],
     ) -> Result<()> {
+        let writers = &mut staged
+            .get_or_insert_with(|| Staged {
+                writers: BTreeMap::new(),
+            })
+            .writers;
+        let mut needed: HashSet<String> = reports
+            .iter()
+            .map(|(r, _)| index_language(&r.language).to_string())
+            .collect();
+        if reports.iter().any(|(_, d)| *d) {
+            // A replaced report may have changed language: delete it everywhere.
+            needed.extend(self.langs.keys().cloned());
+        }
+        for lang in needed {
+            if let std::collections::btree_map::Entry::Vacant(slot) = writers.entry(lang) {
+                let w = self.lang_mut(slot.key())?.writer()?;
+                slot.insert(w);
+            }
+        }
+        // Deletes first: a delete removes only documents added before it.
+        for (r, _) in reports.iter().filter(|(_, d)| *d) {
+            for (l, w) in writers.iter() {
+                let f = self.langs[l].fields;
+                w.delete_term(Term::from_field_text(f.key, &key(collection, &r.report_id)));
+            }
+        }
+        // Documents are built on every core; the writers' own threads invert them.
+        use rayon::prelude::*;
+        let langs = &self.langs;
+        let writers: &BTreeMap<String, IndexWriter> = writers;
+        reports
+            .par_iter()
+            .try_for_each_init(Vec::new, |spans, (r, _)| {
+                let lang = index_language(&r.language);
+                let doc = document(&langs[lang].fields, collection, r, lang, spans);
+                writers[lang]
+                    .add_document(doc)
+                    .map(|_| ())
+                    .map_err(|e| tantivy_err(lang, e))
+            })
+    }
+
+    /// Commit a staged change as the index of table version `version`. An index that was
+    /// not at the version before is rebuilt from the table instead.
+    pub async fn finish(&mut self, lake: &Lake, staged: Staged, version: i64) -> Result<()> {
         let follows = match self.version {
             Some(v) => v + 1 == version,
-            None => self.langs.is_empty(),
+            None => self.langs.values().all(|l| l.searcher().num_docs() == 0),
         };
         if !follows {
             if let Some(t) = lake.table(REPORTS).await? {
+                drop(staged);
                 return self.rebuild(&t).await;
             }
         }
-        let mut writers: BTreeMap<String, IndexWriter> = BTreeMap::new();
-        let replaced: Vec<&Report> = reports.iter().filter(|(_, r)| *r).map(|(r, _)| r).collect();
-        if !replaced.is_empty() {
-            // A replaced report may have changed language: delete it everywhere.
-            let present: Vec<String> = self.langs.keys().cloned().collect();
-            for l in present {
-                let li = &self.langs[&l];
-                let w = li.writer()?;
-                for r in &replaced {
-                    w.delete_term(Term::from_field_text(
-                        li.fields.key,
-                        &key(collection, &r.report_id),
-                    ));
-                }
-                writers.insert(l, w);
-            }
-        }
-        let mut spans = Vec::new();
-        for (r, _) in reports {
-            let lang = index_language(&r.language);
-            if !writers.contains_key(lang) {
-                let w = self.lang_mut(lang)?.writer()?;
-                writers.insert(lang.to_string(), w);
-            }
-            let li = &self.langs[lang];
-            let doc = document(&li.fields, collection, r, lang, &mut spans);
-            writers[lang]
-                .add_document(doc)
-                .map_err(|e| tantivy_err(lang, e))?;
-        }
-        self.commit_all(writers, version)
+        self.commit_all(staged.writers, version)
     }
 
     /// Commit every language's writer with the version as payload, then write the manifest
@@ -393,7 +412,9 @@ impl ReportIndex {
             let mut prepared = w.prepare_commit().map_err(|e| tantivy_err(&l, e))?;
             prepared.set_payload(&payload);
             prepared.commit().map_err(|e| tantivy_err(&l, e))?;
-            w.wait_merging_threads().map_err(|e| tantivy_err(&l, e))?;
+            // Merges triggered by the commit are not waited for: the committed segments
+            // are complete, and a merge cut short by the process ending is discarded.
+            drop(w);
             self.langs[&l]
                 .reader
                 .reload()
@@ -417,6 +438,11 @@ impl ReportIndex {
         }
         Ok(())
     }
+}
+
+/// Index changes added but not committed (see [`ReportIndex::stage`]).
+pub struct Staged {
+    writers: BTreeMap<String, IndexWriter>,
 }
 
 /// Languages without an analyzer of their own are indexed as English.

@@ -99,6 +99,11 @@ pub struct ReportWriter {
     errors: Vec<ErrorRow>,
     recorded: std::collections::HashSet<(String, String)>,
     index: ReportIndex,
+    /// Index changes for `pending[..staged_upto]`, not committed yet.
+    staged: Option<crate::search::Staged>,
+    staged_upto: usize,
+    /// Pending reports replaced (within this run) after they were staged.
+    restage: Vec<usize>,
 }
 
 /// What became of one offered report.
@@ -142,6 +147,9 @@ impl ReportWriter {
             errors: Vec::new(),
             recorded: super::recorded_errors(lake, SOURCE).await?,
             index,
+            staged: None,
+            staged_upto: 0,
+            restage: Vec::new(),
         })
     }
 
@@ -155,6 +163,9 @@ impl ReportWriter {
             // Read twice in one run with different content: the later one wins.
             let replaces = self.pending[i].2;
             self.pending[i] = (report, hash, replaces);
+            if i < self.staged_upto {
+                self.restage.push(i);
+            }
             return Offer::Replacement;
         }
         let outcome = match self.known.get(&key) {
@@ -185,6 +196,24 @@ impl ReportWriter {
         self.pending.len()
     }
 
+    /// Build the index documents of the reports offered since the last call (uncommitted).
+    pub fn stage_pending(&mut self) -> Result<()> {
+        let mut batch: Vec<(&Report, bool)> = self.pending[self.staged_upto..]
+            .iter()
+            .map(|(r, _, replaces)| (r, *replaces))
+            .collect();
+        // Replaced after staging: delete the staged document, add the new one.
+        batch.extend(self.restage.iter().map(|&i| (&self.pending[i].0, true)));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.index
+            .stage_into(&mut self.staged, &self.collection, &batch)?;
+        self.staged_upto = self.pending.len();
+        self.restage.clear();
+        Ok(())
+    }
+
     /// Commit what is pending: `reports` (append, or MERGE when something is replaced),
     /// then the index, then the error rows.
     pub async fn flush(&mut self, lake: &Lake) -> Result<()> {
@@ -195,22 +224,30 @@ impl ReportWriter {
                 batch.push(&self.collection, r, h, self.window_days, now);
             }
             let rb = batch.finish()?;
-            let version = if self.replaces == 0 {
-                lake.append(REPORTS, reports_schema(), vec![rb], "ingest reports")
-                    .await?
-            } else {
-                merge(lake, rb).await?
-            };
-            let pending = std::mem::take(&mut self.pending);
-            let mut reports = Vec::with_capacity(pending.len());
-            for (r, h, replaces) in pending {
-                self.known
-                    .insert((self.collection.clone(), r.report_id.clone()), h);
-                reports.push((r, replaces));
+            // The table commit runs while the last index documents are built; the index
+            // commit waits for the table version.
+            let replaces = self.replaces;
+            let l = lake.clone();
+            let table_commit = tokio::spawn(async move {
+                if replaces == 0 {
+                    l.append(REPORTS, reports_schema(), vec![rb], "ingest reports")
+                        .await
+                } else {
+                    merge(&l, rb).await
+                }
+            });
+            // (On a multi-threaded runtime the commit task runs on another worker meanwhile.)
+            let staged = self.stage_pending();
+            let version = table_commit
+                .await
+                .map_err(|e| Error::Invalid(format!("reports commit: {e}")))??;
+            staged?;
+            let staged = self.staged.take().expect("staged above");
+            self.index.finish(lake, staged, version).await?;
+            for (r, h, _) in std::mem::take(&mut self.pending) {
+                self.known.insert((self.collection.clone(), r.report_id), h);
             }
-            self.index
-                .apply(lake, &self.collection, &reports, version)
-                .await?;
+            self.staged_upto = 0;
             self.pending_index.clear();
             self.replaces = 0;
         }
@@ -361,6 +398,8 @@ pub async fn ingest_reports(
                 }
             }
         }
+        // Build index documents now, while the reader thread goes on reading.
+        writer.stage_pending()?;
         if writer.pending() >= opts.batch_size {
             writer.flush(lake).await?;
         }
