@@ -94,8 +94,18 @@ fn boto(endpoint: &str, code: &str) {
 }
 
 fn medlake(endpoint: &str, args: &[&str]) -> String {
+    medlake_with_cache(
+        endpoint,
+        args,
+        &std::env::temp_dir().join("medlake-test-cache"),
+    )
+}
+
+/// Run medlake with its local cache (where a remote lake's report index lives) at `cache`.
+fn medlake_with_cache(endpoint: &str, args: &[&str], cache: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_medlake"))
         .args(args)
+        .env("MEDLAKE_CACHE_DIR", cache)
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -214,4 +224,70 @@ fn s3_lake_and_s3_sources() {
     // Running it again adds nothing.
     let again = ingest();
     assert_eq!(again["ingested"].as_u64(), Some(0), "{again}");
+
+    // Reports on the same lake: the table on S3, the index in this machine's cache.
+    let reports = medlake::synth::write_demo_reports(&tmp.path().join("reports.csv")).unwrap();
+    boto(
+        &endpoint,
+        &format!(
+            "s3.create_bucket(Bucket='ris')\n\
+             s3.upload_file('{}', 'ris', 'export/reports.csv')\n",
+            reports.display()
+        ),
+    );
+    let cache = tmp.path().join("cache-a");
+    let out = medlake_with_cache(
+        &endpoint,
+        &[
+            "--lake",
+            lake,
+            "ingest",
+            "reports",
+            "s3://ris/export/reports.csv",
+            "--collection",
+            "s3",
+        ],
+        &cache,
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["ingested"].as_u64(), Some(7), "{summary}");
+    let manifests: Vec<_> = walk_files(&cache)
+        .into_iter()
+        .filter(|p| p.ends_with("_search/reports/manifest.json"))
+        .collect();
+    assert_eq!(manifests.len(), 1, "the index lives in the local cache");
+    let affirmed = "SELECT report_id FROM report_search('nodule', 'affirmed') ORDER BY report_id";
+    let expected = "report_id\nRPT-0001\nRPT-0003\nRPT-0007\n";
+    let found = medlake_with_cache(
+        &endpoint,
+        &["--lake", lake, "sql", "-c", affirmed, "--format", "csv"],
+        &cache,
+    );
+    assert_eq!(found, expected);
+    // Another machine (an empty cache) builds its own copy from the table on S3.
+    let other = tmp.path().join("cache-b");
+    let found = medlake_with_cache(
+        &endpoint,
+        &["--lake", lake, "sql", "-c", affirmed, "--format", "csv"],
+        &other,
+    );
+    assert_eq!(found, expected);
+    // The links found the studies ingested from S3.
+    let links = sql("SELECT count(*) FROM report_links WHERE \"StudyInstanceUID\" IS NOT NULL");
+    assert_eq!(links.lines().nth(1), Some("6"), "{links}");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
