@@ -658,7 +658,9 @@ def main():
         shutil.rmtree(tmp_work, ignore_errors=True)
     if tmp_lake:
         shutil.rmtree(tmp_lake, ignore_errors=True)
-    return 1 if (errors or disagree) else 0
+    # Disagreeing hit counts are flagged in the report (they make a query not like-for-like)
+    # but are not a failure: analyzers legitimately differ (Spanish stemming in medlake).
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -366,3 +366,38 @@ async fn a_report_changed_within_one_run_is_indexed_once_as_its_last_version() {
         [["No pneumothorax."]]
     );
 }
+
+/// `medlake index rebuild reports`, and a lake whose index folder was deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_index_is_rebuilt_from_the_table_on_demand_and_when_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("lake");
+    let lake = Lake::open(&root.display().to_string()).unwrap();
+    let csv = tmp.path().join("r.csv");
+    std::fs::write(
+        &csv,
+        "report_id,text\na,Mild cardiomegaly.\nb,Normal heart size.\n",
+    )
+    .unwrap();
+    ingest(&lake, &[&csv], &opts()).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medlake"))
+        .args([
+            "--lake",
+            &root.display().to_string(),
+            "index",
+            "rebuild",
+            "reports",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = "SELECT report_id FROM report_search('cardiomegaly')";
+    assert_eq!(ids(&rows(&lake, None, q).await), ["a"]);
+    std::fs::remove_dir_all(root.join("_search")).unwrap();
+    assert_eq!(ids(&rows(&lake, None, q).await), ["a"]);
+    assert!(root.join("_search/reports/manifest.json").exists());
+}

@@ -237,13 +237,12 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
         Command::Index(IndexCommand::Rebuild { index: _ }) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
             let started = std::time::Instant::now();
-            let Some(table) = lake.table(crate::tables::REPORTS).await? else {
+            if lake.table(crate::tables::REPORTS).await?.is_none() {
                 return Err(crate::Error::Invalid(
                     "the lake has no reports table to index".into(),
                 ));
-            };
-            let mut index = crate::search::ReportIndex::open_synced(&lake).await?;
-            index.rebuild(&table).await?;
+            }
+            let index = crate::search::ReportIndex::rebuild_lake(&lake).await?;
             println!(
                 "reports index rebuilt at table version {} in {:.2} s",
                 index.version().unwrap_or(0),

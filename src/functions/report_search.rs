@@ -20,8 +20,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{plan_err, DFSchema, Result, ScalarValue};
+use datafusion::common::{plan_err, DFSchema, Result, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{
@@ -173,6 +174,8 @@ struct ReportSearchExec {
     fetch: Option<usize>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
+    /// The number of matches, once counted (for statistics and for `count(*)`).
+    count: std::sync::OnceLock<usize>,
 }
 
 impl ReportSearchExec {
@@ -218,7 +221,21 @@ impl ReportSearchExec {
             fetch,
             schema,
             props,
+            count: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The number of rows this node produces when no column is read (`count(*)`).
+    fn row_count(&self) -> crate::Result<usize> {
+        if let Some(n) = self.count.get() {
+            return Ok(*n);
+        }
+        let n = match &self.index {
+            Some(index) => index.count(&self.req)?,
+            None => 0,
+        };
+        let n = self.fetch.map_or(n, |k| n.min(k));
+        Ok(*self.count.get_or_init(|| n))
     }
 
     fn run(&self) -> crate::Result<RecordBatch> {
@@ -234,10 +251,7 @@ impl ReportSearchExec {
         req.limit = self.fetch;
         if cols.is_empty() {
             // count(*): no scores, no ids.
-            let mut n = index.count(&req)?;
-            if let Some(k) = self.fetch {
-                n = n.min(k);
-            }
+            let n = self.row_count()?;
             return Ok(RecordBatch::try_new_with_options(
                 self.schema.clone(),
                 vec![],
@@ -322,6 +336,20 @@ impl ExecutionPlan for ReportSearchExec {
 
     fn fetch(&self) -> Option<usize> {
         self.fetch
+    }
+
+    /// When no column is read, the row count is the match count, and it is exact: with it
+    /// DataFusion answers `count(*)` from statistics, without running an aggregation.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut s = Statistics::new_unknown(&self.schema);
+        if self.projection.as_ref().is_some_and(|p| p.is_empty()) {
+            s.num_rows = Precision::Exact(self.row_count().map_err(crate::Error::into_df)?);
+        }
+        Ok(Arc::new(s))
     }
 
     fn execute(

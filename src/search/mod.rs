@@ -249,6 +249,15 @@ impl ReportIndex {
         Ok(idx)
     }
 
+    /// Throw the lake's index away and build it again from the `reports` table.
+    pub async fn rebuild_lake(lake: &Lake) -> Result<ReportIndex> {
+        let root = index_root(lake);
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(|e| Error::io(root.display(), e))?;
+        }
+        Self::open_synced(lake).await
+    }
+
     /// An index of a table version held in memory, for sessions that read the past.
     pub async fn in_memory(table: &deltalake::DeltaTable) -> Result<ReportIndex> {
         let mut idx = ReportIndex {
