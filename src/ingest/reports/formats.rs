@@ -185,7 +185,17 @@ pub fn read_file(file: &SourceFile, opts: &ReadOptions<'_>, emit: &mut dyn FnMut
     match format {
         Format::Csv => read_csv(reader, &ctx, opts.mapping, emit),
         Format::Jsonl => read_jsonl(reader, &ctx, opts.mapping, emit),
-        Format::Parquet => read_parquet(reader, &ctx, opts.mapping, emit),
+        Format::Parquet => match file {
+            // A local Parquet file is read in place, row group by row group.
+            SourceFile::Local(path) if !gz => match std::fs::File::open(path) {
+                Ok(f) => parquet_rows(f, &ctx, opts.mapping, emit),
+                Err(e) => emit(Item::Error(ctx.error("io", e.to_string()))),
+            },
+            _ => match read_capped(reader, MAX_PARQUET_BYTES) {
+                Ok(bytes) => parquet_rows(bytes::Bytes::from(bytes), &ctx, opts.mapping, emit),
+                Err(e) => emit(Item::Error(ctx.error(e.0, e.1))),
+            },
+        },
         Format::IuXml => read_iu_xml(reader, &ctx, emit),
         Format::DicomSr => read_sr(reader, &ctx, emit),
     }
@@ -449,18 +459,38 @@ fn read_jsonl(
     }
 }
 
-fn read_parquet(
-    mut reader: Box<dyn Read + Send>,
+/// Whole-file formats are read into memory; these caps keep a huge or mislabelled file
+/// from becoming a huge allocation.
+const MAX_XML_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_PARQUET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Read a whole file, refusing one larger than `cap` bytes: (error kind, message).
+fn read_capped(reader: Box<dyn Read + Send>, cap: u64) -> Result<Vec<u8>, (&'static str, String)> {
+    let mut bytes = Vec::new();
+    reader
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ("io", e.to_string()))?;
+    if bytes.len() as u64 > cap {
+        return Err((
+            "too_large",
+            format!(
+                "larger than {} MiB; split it, or use CSV or JSONL",
+                cap >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parquet_rows<T: datafusion::parquet::file::reader::ChunkReader + 'static>(
+    source: T,
     ctx: &FileCtx<'_>,
     map: &Mapping,
     emit: &mut dyn FnMut(Item),
 ) {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut bytes = Vec::new();
-    if let Err(e) = reader.read_to_end(&mut bytes) {
-        return emit(Item::Error(ctx.error("io", e.to_string())));
-    }
-    let builder = match ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)) {
+    let builder = match ParquetRecordBatchReaderBuilder::try_new(source) {
         Ok(b) => b,
         Err(e) => return emit(Item::Error(ctx.error("malformed", format!("Parquet: {e}")))),
     };
@@ -522,12 +552,12 @@ fn read_parquet(
 
 /// The Open-i / Indiana University report XML: `<uId id="CXR1"/>`, and the sections in
 /// `<AbstractText Label="FINDINGS">` elements. The text is the sections in document order.
-fn read_iu_xml(mut reader: Box<dyn Read + Send>, ctx: &FileCtx<'_>, emit: &mut dyn FnMut(Item)) {
+fn read_iu_xml(reader: Box<dyn Read + Send>, ctx: &FileCtx<'_>, emit: &mut dyn FnMut(Item)) {
     use quick_xml::events::Event;
-    let mut bytes = Vec::new();
-    if let Err(e) = reader.read_to_end(&mut bytes) {
-        return emit(Item::Error(ctx.error("io", e.to_string())));
-    }
+    let bytes = match read_capped(reader, MAX_XML_BYTES) {
+        Ok(b) => b,
+        Err(e) => return emit(Item::Error(ctx.error(e.0, e.1))),
+    };
     let mut warnings = Vec::new();
     let text = decode(&bytes, &|| "the file".to_string(), &mut warnings);
     let mut xml = quick_xml::Reader::from_str(&text);
@@ -773,6 +803,54 @@ mod tests {
         assert_eq!(r[0].section("findings"), Some("Small effusion."));
         assert_eq!(r[0].text, "FINDINGS: Small effusion.");
         assert_eq!(errors(&items).len(), 2);
+    }
+
+    #[test]
+    fn parquet_with_mapping_and_typed_columns() {
+        use datafusion::arrow::array::{Date32Array, RecordBatch, StringArray};
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("body", DataType::Utf8, true),
+            Field::new("d", DataType::Date32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("p1"), None, Some("p3")])),
+                Arc::new(StringArray::from(vec![
+                    Some("Clear lungs."),
+                    Some("x"),
+                    None,
+                ])),
+                Arc::new(Date32Array::from(vec![Some(16328), None, None])),
+            ],
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut w =
+            datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let items = read_str(
+            "r.parquet",
+            &buf,
+            None,
+            &["report_id=id", "text=body", "report_date=d"],
+        );
+        let r = reports(&items);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].report_id, "p1");
+        assert_eq!(r[0].report_date.unwrap().to_string(), "2014-09-15");
+        let e = errors(&items);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e
+            .iter()
+            .any(|(k, m)| k == "missing_id" && m.contains("row 2")));
+        assert!(e
+            .iter()
+            .any(|(k, m)| k == "empty_text" && m.contains("row 3")));
     }
 
     #[test]
