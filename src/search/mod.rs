@@ -400,34 +400,43 @@ impl ReportIndex {
                 return self.rebuild(&t).await;
             }
         }
-        self.commit_all(staged.writers, version)
+        // Serializing the segments is the heavy part: it runs on a blocking thread, so that
+        // the caller can do other work (linking reports to studies) meanwhile.
+        let writers = self.writers_for_all(staged.writers)?;
+        let payload = payload(version);
+        let writers = tokio::task::spawn_blocking(move || commit_writers(writers, &payload))
+            .await
+            .map_err(|e| Error::Invalid(format!("report index commit: {e}")))??;
+        drop(writers);
+        self.committed(version)
+    }
+
+    /// The given writers, plus one for every other language (which records the version).
+    fn writers_for_all(
+        &self,
+        mut writers: BTreeMap<String, IndexWriter>,
+    ) -> Result<BTreeMap<String, IndexWriter>> {
+        for (l, li) in &self.langs {
+            if !writers.contains_key(l) {
+                writers.insert(l.clone(), li.writer()?);
+            }
+        }
+        Ok(writers)
     }
 
     /// Commit every language's writer with the version as payload, then write the manifest
     /// (last, so that a crash before it leaves an index that the next open rebuilds).
     fn commit_all(&mut self, writers: BTreeMap<String, IndexWriter>, version: i64) -> Result<()> {
-        let payload = serde_json::to_string(&Payload {
-            table_version: version,
-        })
-        .expect("the payload serializes");
-        // Languages without changes still record the new version.
-        let mut all = writers;
+        let writers = self.writers_for_all(writers)?;
+        drop(commit_writers(writers, &payload(version))?);
+        self.committed(version)
+    }
+
+    /// After the writers committed: readers see the new segments, and the manifest names
+    /// the version.
+    fn committed(&mut self, version: i64) -> Result<()> {
         for (l, li) in &self.langs {
-            if !all.contains_key(l) {
-                all.insert(l.clone(), li.writer()?);
-            }
-        }
-        for (l, mut w) in all {
-            let mut prepared = w.prepare_commit().map_err(|e| tantivy_err(&l, e))?;
-            prepared.set_payload(&payload);
-            prepared.commit().map_err(|e| tantivy_err(&l, e))?;
-            // Merges triggered by the commit are not waited for: the committed segments
-            // are complete, and a merge cut short by the process ending is discarded.
-            drop(w);
-            self.langs[&l]
-                .reader
-                .reload()
-                .map_err(|e| tantivy_err(&l, e))?;
+            li.reader.reload().map_err(|e| tantivy_err(l, e))?;
         }
         self.version = Some(version);
         if let Some(root) = &self.root {
@@ -447,6 +456,30 @@ impl ReportIndex {
         }
         Ok(())
     }
+}
+
+fn payload(version: i64) -> String {
+    serde_json::to_string(&Payload {
+        table_version: version,
+    })
+    .expect("the payload serializes")
+}
+
+/// Commit each writer with the payload. Merges triggered by the commit are not waited for:
+/// the committed segments are complete, and a merge cut short by the process ending is
+/// discarded. The writers are handed back so that the caller decides when they drop.
+fn commit_writers(
+    writers: BTreeMap<String, IndexWriter>,
+    payload: &str,
+) -> Result<Vec<IndexWriter>> {
+    let mut out = Vec::with_capacity(writers.len());
+    for (l, mut w) in writers {
+        let mut prepared = w.prepare_commit().map_err(|e| tantivy_err(&l, e))?;
+        prepared.set_payload(payload);
+        prepared.commit().map_err(|e| tantivy_err(&l, e))?;
+        out.push(w);
+    }
+    Ok(out)
 }
 
 /// Index changes added but not committed (see [`ReportIndex::stage`]).

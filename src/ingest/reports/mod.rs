@@ -15,7 +15,7 @@ pub mod formats;
 pub mod model;
 pub mod sr;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,10 +91,11 @@ pub struct ReportIngestSummary {
 pub struct ReportWriter {
     collection: String,
     window_days: i32,
-    known: HashMap<(String, String), String>,
+    /// report_id → content_hash of the reports of this collection already in the lake.
+    known: HashMap<String, String>,
     /// (report, content hash, whether it replaces a row already in the lake)
     pending: Vec<(Report, String, bool)>,
-    pending_index: HashMap<(String, String), usize>,
+    pending_index: HashMap<String, usize>,
     replaces: usize,
     errors: Vec<ErrorRow>,
     recorded: std::collections::HashSet<(String, String)>,
@@ -118,22 +119,23 @@ impl ReportWriter {
     /// Bring the index in step with the table, and learn what the lake already holds.
     pub async fn open(lake: &Lake, collection: &str, window_days: i32) -> Result<Self> {
         let index = ReportIndex::open_synced(lake).await?;
-        let mut known = HashMap::new();
+        let mut known = HashMap::default();
         if let Some(table) = lake.table(REPORTS).await? {
             let ctx = SessionContext::new();
             ctx.register_table(REPORTS, table.table_provider().await?)?;
             let df = ctx
-                .sql("SELECT collection, report_id, content_hash FROM reports")
-                .await?;
+                .table(REPORTS)
+                .await?
+                .filter(
+                    datafusion::logical_expr::col("collection")
+                        .eq(datafusion::logical_expr::lit(collection)),
+                )?
+                .select_columns(&["report_id", "content_hash"])?;
             for b in df.collect().await? {
-                let c = crate::lake::text_column(b.column(0))?;
-                let id = crate::lake::text_column(b.column(1))?;
-                let h = crate::lake::text_column(b.column(2))?;
+                let id = crate::lake::text_column(b.column(0))?;
+                let h = crate::lake::text_column(b.column(1))?;
                 for i in 0..b.num_rows() {
-                    known.insert(
-                        (c.value(i).to_string(), id.value(i).to_string()),
-                        h.value(i).to_string(),
-                    );
+                    known.insert(id.value(i).to_string(), h.value(i).to_string());
                 }
             }
         }
@@ -142,7 +144,7 @@ impl ReportWriter {
             window_days,
             known,
             pending: Vec::new(),
-            pending_index: HashMap::new(),
+            pending_index: HashMap::default(),
             replaces: 0,
             errors: Vec::new(),
             recorded: super::recorded_errors(lake, SOURCE).await?,
@@ -155,8 +157,7 @@ impl ReportWriter {
 
     pub fn offer(&mut self, report: Report) -> Offer {
         let hash = report.content_hash();
-        let key = (self.collection.clone(), report.report_id.clone());
-        if let Some(&i) = self.pending_index.get(&key) {
+        if let Some(&i) = self.pending_index.get(&report.report_id) {
             if self.pending[i].1 == hash {
                 return Offer::Duplicate;
             }
@@ -168,7 +169,7 @@ impl ReportWriter {
             }
             return Offer::Replacement;
         }
-        let outcome = match self.known.get(&key) {
+        let outcome = match self.known.get(&report.report_id) {
             Some(h) if *h == hash => return Offer::Duplicate,
             Some(_) => {
                 self.replaces += 1;
@@ -176,7 +177,8 @@ impl ReportWriter {
             }
             None => Offer::New,
         };
-        self.pending_index.insert(key, self.pending.len());
+        self.pending_index
+            .insert(report.report_id.clone(), self.pending.len());
         self.pending
             .push((report, hash, outcome == Offer::Replacement));
         outcome
@@ -217,39 +219,61 @@ impl ReportWriter {
     /// Commit what is pending: `reports` (append, or MERGE when something is replaced),
     /// then the index, then the error rows.
     pub async fn flush(&mut self, lake: &Lake) -> Result<()> {
-        if !self.pending.is_empty() {
-            let now = Utc::now().timestamp_micros();
-            let mut batch = model::ReportBatch::new();
-            for (r, h, _) in &self.pending {
-                batch.push(&self.collection, r, h, self.window_days, now);
+        let staged = self.flush_table(lake).await?;
+        self.flush_index(lake, staged).await
+    }
+
+    /// The first half of [`Self::flush`]: the table commit. The index changes come back,
+    /// to be committed by [`Self::flush_index`].
+    pub async fn flush_table(
+        &mut self,
+        lake: &Lake,
+    ) -> Result<Option<(crate::search::Staged, i64)>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let now = Utc::now().timestamp_micros();
+        let mut batch = model::ReportBatch::new();
+        for (r, h, _) in &self.pending {
+            batch.push(&self.collection, r, h, self.window_days, now);
+        }
+        let rb = batch.finish()?;
+        // The table commit runs while the last index documents are built; the index
+        // commit waits for the table version.
+        let replaces = self.replaces;
+        let l = lake.clone();
+        let table_commit = tokio::spawn(async move {
+            if replaces == 0 {
+                l.append(REPORTS, reports_schema(), vec![rb], "ingest reports")
+                    .await
+            } else {
+                merge(&l, rb).await
             }
-            let rb = batch.finish()?;
-            // The table commit runs while the last index documents are built; the index
-            // commit waits for the table version.
-            let replaces = self.replaces;
-            let l = lake.clone();
-            let table_commit = tokio::spawn(async move {
-                if replaces == 0 {
-                    l.append(REPORTS, reports_schema(), vec![rb], "ingest reports")
-                        .await
-                } else {
-                    merge(&l, rb).await
-                }
-            });
-            // (On a multi-threaded runtime the commit task runs on another worker meanwhile.)
-            let staged = self.stage_pending();
-            let version = table_commit
-                .await
-                .map_err(|e| Error::Invalid(format!("reports commit: {e}")))??;
-            staged?;
-            let staged = self.staged.take().expect("staged above");
+        });
+        // (On a multi-threaded runtime the commit task runs on another worker meanwhile.)
+        let staged = self.stage_pending();
+        let version = table_commit
+            .await
+            .map_err(|e| Error::Invalid(format!("reports commit: {e}")))??;
+        staged?;
+        let staged = self.staged.take().expect("staged above");
+        for (r, h, _) in std::mem::take(&mut self.pending) {
+            self.known.insert(r.report_id, h);
+        }
+        self.staged_upto = 0;
+        self.pending_index.clear();
+        self.replaces = 0;
+        Ok(Some((staged, version)))
+    }
+
+    /// The second half of [`Self::flush`]: the index commit, then the error rows.
+    pub async fn flush_index(
+        &mut self,
+        lake: &Lake,
+        staged: Option<(crate::search::Staged, i64)>,
+    ) -> Result<()> {
+        if let Some((staged, version)) = staged {
             self.index.finish(lake, staged, version).await?;
-            for (r, h, _) in std::mem::take(&mut self.pending) {
-                self.known.insert((self.collection.clone(), r.report_id), h);
-            }
-            self.staged_upto = 0;
-            self.pending_index.clear();
-            self.replaces = 0;
         }
         let errors = std::mem::take(&mut self.errors);
         super::commit_errors(lake, &self.collection, SOURCE, &errors).await?;
@@ -334,9 +358,10 @@ pub async fn ingest_reports(
 
     // Files are read on a blocking thread and handed over in bounded chunks, so memory
     // holds at most a couple of batches however large the input is.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<formats::Item>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<formats::Item>>(8);
     let read_opts = (opts.format, opts.mapping.clone(), opts.language.clone());
-    let chunk = opts.batch_size.clamp(1, 50_000);
+    // Small chunks, so that building index documents starts soon after reading does.
+    let chunk = opts.batch_size.clamp(1, 4_096);
     let reader = tokio::task::spawn_blocking(move || {
         let (format, mapping, language) = read_opts;
         let ro = formats::ReadOptions {
@@ -413,11 +438,18 @@ pub async fn ingest_reports(
     reader
         .await
         .map_err(|e| Error::Invalid(format!("reading reports: {e}")))?;
-    writer.flush(lake).await?;
+    // The last commit: the table, then the index commit and the report links together
+    // (both need only the table).
+    let staged = writer.flush_table(lake).await?;
+    let (index, links) = tokio::join!(
+        writer.flush_index(lake, staged),
+        super::derived::refresh_links_if_stale(lake)
+    );
+    index?;
+    links?;
     if let Some(b) = bar {
         b.finish();
     }
-    super::derived::refresh_links_if_stale(lake).await?;
     summary.lake_version = lake.record_version("ingest reports").await?.lake_version;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
