@@ -515,7 +515,7 @@ pub const DEMO_REPORTS: &[DemoReport] = &[
         study: 1,
         report_date: "2024-06-11",
         findings: "The heart is enlarged. No free fluid.",
-        impression: "Cardiomegaly.",
+        impression: "No acute abnormality.",
     },
     DemoReport {
         report_id: "RPT-0006",

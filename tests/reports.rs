@@ -401,3 +401,77 @@ async fn the_index_is_rebuilt_from_the_table_on_demand_and_when_missing() {
     assert_eq!(ids(&rows(&lake, None, q).await), ["a"]);
     assert!(root.join("_search/reports/manifest.json").exists());
 }
+
+/// BM25 as medlake's `report_search` computes it, against tantivy-py scoring the same
+/// texts in an index of its own (tests/oracle/bm25_tantivy.py): every matching report,
+/// every score, on the 3,955 IU reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn bm25_scores_match_tantivy_py_on_the_iu_reports() {
+    let Some(dir) = test_file("torchxrayvision/iu/ecgen-radiology") else {
+        return;
+    };
+    if !common::python_has("tantivy") {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "tantivy-py missing: pip install -r tests/oracle/requirements.txt"
+        );
+        eprintln!("skipping: python package tantivy missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    ingest(&lake, &[&dir], &opts()).await;
+    let docs: Vec<serde_json::Value> = rows(&lake, None, "SELECT report_id, text FROM reports")
+        .await
+        .into_iter()
+        .map(|r| serde_json::json!({"id": r[0], "text": r[1]}))
+        .collect();
+    // No query here names a synonym group, so both sides search the same terms.
+    let queries = [
+        "sternotomy",
+        "calcified",
+        "\"degenerative changes\"",
+        "\"hiatal hernia\"",
+        "heart AND size AND normal",
+        "scarring OR fibrosis",
+        "+opacity -calcified",
+    ];
+    let request = serde_json::json!({"docs": docs, "queries": queries});
+    let mut child = std::process::Command::new(common::python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/bm25_tantivy.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    serde_json::to_writer(child.stdin.take().unwrap(), &request).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "bm25 oracle failed");
+    let oracle: BTreeMap<String, BTreeMap<String, f64>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    for q in queries {
+        let sql = format!(
+            "SELECT report_id, score FROM report_search('{}')",
+            q.replace('\'', "''")
+        );
+        let ours: BTreeMap<String, f64> = rows(&lake, None, &sql)
+            .await
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect();
+        let theirs = &oracle[q];
+        assert!(!theirs.is_empty(), "{q}: the oracle matched nothing");
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{q}: different reports match"
+        );
+        for (id, s) in &ours {
+            let t = theirs[id];
+            assert!(
+                (s - t).abs() <= 1e-4 * t.abs().max(1.0),
+                "{q}: report {id} scores {s} here, {t} in tantivy-py"
+            );
+        }
+        eprintln!("{q}: {} reports, scores equal", ours.len());
+    }
+}

@@ -645,12 +645,8 @@ impl ReportIndex {
                     .map_err(|e| tantivy_err(&li.language, e))?,
             };
             let snippets = if req.snippets {
-                let mut g = tantivy::snippet::SnippetGenerator::create(
-                    &searcher,
-                    &*built.snippet_query,
-                    li.fields.text,
-                )
-                .map_err(|e| tantivy_err(&li.language, e))?;
+                let mut g = snippet_generator(&searcher, &*built.snippet_query, li)
+                    .map_err(|e| tantivy_err(&li.language, e))?;
                 if let Some(n) = req.snippet_chars {
                     g.set_max_num_chars(n);
                 }
@@ -826,4 +822,56 @@ pub fn match_rows(texts: &datafusion::arrow::array::StringArray, query: &str) ->
         }
     }
     Ok(out)
+}
+
+/// tantivy's `SnippetGenerator::create`, less the stop words of a synonym's phrase
+/// ("enlargement of the cardiac silhouette"), which would otherwise be marked wherever
+/// they occur. A query of stop words only keeps them.
+fn snippet_generator(
+    searcher: &tantivy::Searcher,
+    query: &dyn tantivy::query::Query,
+    li: &LangIndex,
+) -> tantivy::Result<tantivy::snippet::SnippetGenerator> {
+    use tantivy::tokenizer::{Language, RawTokenizer, StopWordFilter, TextAnalyzer};
+    let field = li.fields.text;
+    let mut terms = std::collections::BTreeSet::new();
+    query.query_terms(&mut |term, _| {
+        if term.field() == field {
+            terms.insert(term.clone());
+        }
+    });
+    let mut scored = std::collections::BTreeMap::new();
+    for term in &terms {
+        let value = term.value();
+        let Some(text) = value.as_str() else {
+            continue;
+        };
+        let doc_freq = searcher.doc_freq(term)?;
+        if doc_freq > 0 {
+            scored.insert(text.to_string(), 1.0 / (1.0 + doc_freq as f32));
+        }
+    }
+    let stop = match li.language.as_str() {
+        "en" => StopWordFilter::new(Language::English),
+        "es" => StopWordFilter::new(Language::Spanish),
+        _ => None,
+    };
+    if let Some(stop) = stop {
+        let mut a = TextAnalyzer::builder(RawTokenizer::default())
+            .filter(stop)
+            .build();
+        let mut is_stop = |w: &str| !a.token_stream(w).advance();
+        let content: std::collections::BTreeMap<_, _> = scored
+            .iter()
+            .filter(|(w, _)| !is_stop(w))
+            .map(|(w, s)| (w.clone(), *s))
+            .collect();
+        if !content.is_empty() {
+            scored = content;
+        }
+    }
+    let tokenizer = searcher.index().tokenizer_for_field(field)?;
+    Ok(tantivy::snippet::SnippetGenerator::new(
+        scored, tokenizer, field, 150,
+    ))
 }
