@@ -16,6 +16,7 @@ pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod functions;
+pub mod genomics;
 pub mod ingest;
 pub mod lake;
 pub mod optimize;

@@ -9,6 +9,19 @@ pub const REPORTS: &str = "reports";
 /// Which study each report belongs to, and how that was decided.
 pub const REPORT_LINKS: &str = "report_links";
 
+/// One row per VCF/BCF record (or per ALT allele with `--split-multiallelic`).
+pub const VARIANTS: &str = "variants";
+/// One row per (variant, sample).
+pub const GENOTYPES: &str = "genotypes";
+/// One row per (variant, allele, transcript) from snpEff ANN/EFF and VEP CSQ.
+pub const VARIANT_EFFECTS: &str = "variant_effects";
+/// One row per (sample, file).
+pub const SAMPLES: &str = "samples";
+/// sample_id → PatientID, from `medlake link samples`.
+pub const SAMPLE_LINKS: &str = "sample_links";
+/// The VCF/BCF files ingested, by content hash: a `started` and a `complete` row each.
+pub const VCF_FILES: &str = "vcf_files";
+
 /// Every table medlake knows, for lakes whose folders cannot be listed cheaply.
 pub const ALL: &[&str] = &[
     INSTANCES,
@@ -18,5 +31,11 @@ pub const ALL: &[&str] = &[
     INGEST_ERRORS,
     REPORTS,
     REPORT_LINKS,
+    VARIANTS,
+    GENOTYPES,
+    VARIANT_EFFECTS,
+    SAMPLES,
+    SAMPLE_LINKS,
+    VCF_FILES,
     crate::lake::LAKE_LOG,
 ];

@@ -34,6 +34,9 @@ pub enum Command {
     Ingest(IngestCommand),
     /// Run SQL: an interactive shell, or the statements of -c / -f.
     Sql(SqlArgs),
+    /// Link genomic samples to patients.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Maintain the lake's search indexes.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -86,6 +89,30 @@ pub enum IngestCommand {
         #[arg(long)]
         strict: bool,
     },
+    /// Ingest VCF (plain, gzip, bgzip) and BCF files into `variants`, `genotypes`,
+    /// `variant_effects` (snpEff ANN/EFF, VEP CSQ) and `samples`.
+    Vcf {
+        /// Files, folders (recursively; .tbi/.csi index files are passed over) or URLs.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// One `variants` row per ALT allele instead of one per site with lists.
+        #[arg(long)]
+        split_multiallelic: bool,
+        /// Stored in `ingest_errors.collection` for this run's problems.
+        #[arg(long, default_value = "default")]
+        collection: String,
+        /// Exit with a failure status if any file failed or any record had a problem.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkCommand {
+    /// Map sample_id to PatientID from a CSV with a header row (columns `sample_id` and
+    /// `PatientID`) into `sample_links`. Idempotent; conflicting mappings are reported in
+    /// `ingest_errors` and not applied.
+    Samples { csv: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +256,74 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 );
             }
             Ok(if strict && s.errors > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Ingest(IngestCommand::Vcf {
+            inputs,
+            split_multiallelic,
+            collection,
+            strict,
+        }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let opts = crate::ingest::vcf::VcfIngestOptions {
+                collection,
+                split_multiallelic,
+                progress: std::io::stderr().is_terminal(),
+                ..Default::default()
+            };
+            let s = crate::ingest::vcf::ingest_vcf(&lake, &inputs, &opts).await?;
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "{} files: {} ingested, {} duplicates, {} failed; {} records, {} variants, \
+                     {} genotypes, {} effects, {} problems, in {:.2} s ({:.0} records/s); lake version {}",
+                    s.files_seen,
+                    s.ingested,
+                    s.duplicates,
+                    s.failed,
+                    s.records,
+                    s.variants,
+                    s.genotypes,
+                    s.effects,
+                    s.problems,
+                    s.seconds,
+                    s.records as f64 / s.seconds.max(1e-9),
+                    s.lake_version
+                );
+                if s.problems > 0 {
+                    println!(
+                        "see: medlake sql -c \"SELECT * FROM ingest_errors WHERE source = 'vcf'\""
+                    );
+                }
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string(&s).expect("the summary serializes")
+                );
+            }
+            Ok(if strict && (s.failed > 0 || s.problems > 0) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Link(LinkCommand::Samples { csv }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let s = crate::ingest::sample_links::link_samples(&lake, &csv).await?;
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "{} rows: {} linked, {} already linked, {} conflicts, {} invalid; lake version {}",
+                    s.rows_seen, s.linked, s.already_linked, s.conflicts, s.invalid, s.lake_version
+                );
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string(&s).expect("the summary serializes")
+                );
+            }
+            Ok(if s.conflicts + s.invalid > 0 {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS

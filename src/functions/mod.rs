@@ -3,6 +3,8 @@
 //! - `dicom_tag(dicom_json, path)`: any element of an instance's header (see [`dicom_tag`]).
 //! - `report_search(query [, options])` and `text_match(column, query)`: report search
 //!   (see [`report_search`]).
+//! - `in_region(chrom, pos [, end], region)`: genomic regions, pruned on `variants` and
+//!   `genotypes` (see [`crate::genomics::in_region`]).
 //! - `lake_version()`: the lake version and table versions this session reads.
 //! - `as_of(table, version_or_timestamp)`: a table as it was at an earlier lake version.
 
@@ -22,6 +24,7 @@ use crate::lake::Lake;
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(dicom_tag::DicomTag::new()));
     ctx.register_udf(ScalarUDF::from(report_search::TextMatch::new()));
+    ctx.register_udf(ScalarUDF::from(crate::genomics::in_region::InRegion::new()));
 }
 
 /// Register the functions that read the lake itself.

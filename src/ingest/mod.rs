@@ -8,7 +8,9 @@
 pub mod derived;
 pub mod dicom;
 pub mod reports;
+pub mod sample_links;
 pub mod sources;
+pub mod vcf;
 
 use std::collections::HashSet;
 use std::sync::Arc;
