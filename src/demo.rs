@@ -31,6 +31,14 @@ pub const COHORTS: &[(&str, &str)] = &[
         "reports_with_affirmed_nodule_and_ct_series",
         include_str!("../sql/cohorts/reports_with_affirmed_nodule_and_ct_series.sql"),
     ),
+    (
+        "patients_with_alt_allele_in_region_and_their_ct",
+        include_str!("../sql/cohorts/patients_with_alt_allele_in_region_and_their_ct.sql"),
+    ),
+    (
+        "egfr_high_impact_carriers_with_ct",
+        include_str!("../sql/cohorts/egfr_high_impact_carriers_with_ct.sql"),
+    ),
 ];
 
 /// A file that marks a folder as a demo lake, so the demo may rebuild it.
@@ -87,6 +95,25 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         out,
         "{} synthetic reports ingested and indexed, lake version {}",
         rs.ingested, rs.lake_version
+    )
+    .map_err(w)?;
+    let (vcfs, links) = crate::synth::write_demo_genomics(&dir.join("sources").join("genomics"))?;
+    let vopts = crate::ingest::vcf::VcfIngestOptions {
+        collection: "demo".into(),
+        progress: false,
+        ..Default::default()
+    };
+    let vcf_inputs: Vec<String> = vcfs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let vs = crate::ingest::vcf::ingest_vcf(&lake, &vcf_inputs, &vopts).await?;
+    let ls = crate::ingest::sample_links::link_samples(&lake, &links).await?;
+    writeln!(
+        out,
+        "{} variants and {} genotypes (1000 Genomes chr22 excerpt, synthetic tumor panel), \
+         {} samples linked to patients, lake version {}",
+        vs.variants, vs.genotypes, ls.linked, ls.lake_version
     )
     .map_err(w)?;
     let session = crate::session::open_session(&lake, None).await?;

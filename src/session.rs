@@ -97,6 +97,7 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
         }
     };
     let reports_index = reports_index(&ctx, lake, &table_versions).await?;
+    register_views(&ctx, &table_versions).await?;
     crate::functions::register_lake(&ctx, lake, lake_version, &table_versions, reports_index);
     Ok(LakeSession {
         ctx,
@@ -138,6 +139,35 @@ async fn reports_index(
         )?;
     }
     Ok(Some(index))
+}
+
+/// The views that ship in `sql/views/`, each registered when the tables it reads exist.
+const VIEWS: &[(&str, &[&str], &str)] = &[(
+    "gene_carriers",
+    &["variant_effects", "variants", "genotypes"],
+    include_str!("../sql/views/gene_carriers.sql"),
+)];
+
+async fn register_views(ctx: &SessionContext, tables: &BTreeMap<String, i64>) -> Result<()> {
+    for (name, needs, sql) in VIEWS {
+        if !needs.iter().all(|t| tables.contains_key(*t)) {
+            continue;
+        }
+        // Without sample links the view still works, with no patient.
+        let sql = if tables.contains_key(crate::tables::SAMPLE_LINKS) {
+            sql.to_string()
+        } else {
+            sql.replace(
+                "LEFT JOIN sample_links l ON l.sample_id = g.sample_id",
+                "LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS sample_id, \
+                 CAST(NULL AS VARCHAR) AS \"PatientID\") l ON l.sample_id = g.sample_id",
+            )
+        };
+        ctx.sql(&sql)
+            .await
+            .map_err(|e| Error::Invalid(format!("view {name}: {e}")))?;
+    }
+    Ok(())
 }
 
 async fn register(ctx: &SessionContext, name: &str, table: &deltalake::DeltaTable) -> Result<()> {

@@ -580,3 +580,104 @@ pub fn write_demo_reports(path: &Path) -> Result<PathBuf> {
     w.flush().map_err(|e| crate::Error::io(path.display(), e))?;
     Ok(path.to_path_buf())
 }
+
+/// The 1000 Genomes excerpt of the demo (src/synth_data/README.md says where it is from).
+pub const DEMO_1KG_VCF: &[u8] = include_bytes!("synth_data/1kg_chr22_50300000_50310000.vcf.gz");
+
+/// Demo patient → 1000 Genomes sample of [`DEMO_1KG_VCF`].
+pub const DEMO_GERMLINE_SAMPLES: [(&str, &str); 5] = [
+    ("DEMO-001", "HG00096"),
+    ("DEMO-002", "HG00097"),
+    ("DEMO-003", "HG00099"),
+    ("DEMO-004", "HG00100"),
+    ("DEMO-005", "HG00101"),
+];
+
+/// One call of the synthetic tumor panel: (chrom, pos, ref, alt, snpEff ANN, the panel
+/// samples SYN-001..SYN-006 genotypes). The gene, effect and impact are the placed ground
+/// truth that the genomics `.slt` checks.
+/// (chrom, pos, REF, ALT, ANN, genotypes of SYN-001..SYN-006)
+pub type PanelCall = (
+    &'static str,
+    u32,
+    &'static str,
+    &'static str,
+    &'static str,
+    [&'static str; 6],
+);
+
+pub const DEMO_PANEL_CALLS: [PanelCall; 4] = [
+    (
+        "chr7",
+        55249071,
+        "C",
+        "T",
+        "T|stop_gained|HIGH|EGFR|ENSG00000146648|transcript|ENST00000275493|protein_coding|20/28|c.2369C>T|p.Thr790*|||||",
+        ["0/1", "0/0", "0/0", "0/0", "0/0", "0/1"],
+    ),
+    (
+        "chr7",
+        55259515,
+        "T",
+        "G",
+        "G|missense_variant|MODERATE|EGFR|ENSG00000146648|transcript|ENST00000275493|protein_coding|21/28|c.2573T>G|p.Leu858Arg|||||",
+        ["0/0", "0/0", "0/1", "0/0", "0/0", "0/0"],
+    ),
+    (
+        "chr12",
+        25398284,
+        "C",
+        "A",
+        "A|missense_variant|MODERATE|KRAS|ENSG00000133703|transcript|ENST00000256078|protein_coding|2/6|c.35G>T|p.Gly12Val|||||",
+        ["0/0", "0/1", "0/0", "0/0", "0/0", "0/0"],
+    ),
+    (
+        "chr17",
+        7577120,
+        "CT",
+        "C",
+        "C|frameshift_variant|HIGH|TP53|ENSG00000141510|transcript|ENST00000269305|protein_coding|8/11|c.817delA|p.Arg273fs|||||",
+        ["0/0", "0/0", "0/1", "./.", "0/0", "0/0"],
+    ),
+];
+
+/// Write the demo's genomics sources into `dir`: the 1000 Genomes excerpt, the synthetic
+/// annotated tumor panel, and the sample → patient CSV (germline samples as
+/// [`DEMO_GERMLINE_SAMPLES`], panel sample SYN-00n to DEMO-00n).
+pub fn write_demo_genomics(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    let germline = dir.join("1kg_chr22_50300000_50310000.vcf.gz");
+    std::fs::write(&germline, DEMO_1KG_VCF).map_err(|e| Error::io(germline.display(), e))?;
+    let mut panel = String::from(
+        "##fileformat=VCFv4.2\n\
+         ##source=medlake synthetic demo panel\n\
+         ##contig=<ID=chr7,length=159138663>\n\
+         ##contig=<ID=chr12,length=133851895>\n\
+         ##contig=<ID=chr17,length=81195210>\n\
+         ##INFO=<ID=ANN,Number=.,Type=String,Description=\"Functional annotations: 'Allele | Annotation | Annotation_Impact | Gene_Name | Gene_ID | Feature_Type | Feature_ID | Transcript_BioType | Rank | HGVS.c | HGVS.p | cDNA.pos / cDNA.length | CDS.pos / CDS.length | AA.pos / AA.length | Distance | ERRORS / WARNINGS / INFO'\">\n\
+         ##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n\
+         #CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT",
+    );
+    for i in 1..=6 {
+        panel.push_str(&format!("\tSYN-{i:03}"));
+    }
+    panel.push('\n');
+    for (chrom, pos, r, a, ann, gts) in DEMO_PANEL_CALLS {
+        panel.push_str(&format!(
+            "{chrom}\t{pos}\t.\t{r}\t{a}\t60\tPASS\tANN={ann}\tGT\t{}\n",
+            gts.join("\t")
+        ));
+    }
+    let panel_path = dir.join("tumor_panel.vcf");
+    std::fs::write(&panel_path, panel).map_err(|e| Error::io(panel_path.display(), e))?;
+    let mut links = String::from("sample_id,PatientID\n");
+    for (patient, sample) in DEMO_GERMLINE_SAMPLES {
+        links.push_str(&format!("{sample},{patient}\n"));
+    }
+    for i in 1..=6 {
+        links.push_str(&format!("SYN-{i:03},DEMO-{i:03}\n"));
+    }
+    let links_path = dir.join("sample_links.csv");
+    std::fs::write(&links_path, links).map_err(|e| Error::io(links_path.display(), e))?;
+    Ok((vec![germline, panel_path], links_path))
+}

@@ -129,6 +129,27 @@ pub async fn build_test_lake(root: &Path) -> Lake {
     .unwrap();
     let r4 = ingest_reports(&lake, &[ambiguous.as_path()], 400).await;
     assert_eq!(r4.lake_version, 4);
+    // Lake version 5: the demo's genomics (a 1000 Genomes excerpt, a synthetic annotated
+    // panel); 6: their sample links.
+    let (vcfs, links) = medlake::synth::write_demo_genomics(&root.join("genomics")).unwrap();
+    let vcfs: Vec<String> = vcfs.iter().map(|p| p.display().to_string()).collect();
+    let vopts = medlake::ingest::vcf::VcfIngestOptions {
+        collection: "demo".into(),
+        progress: false,
+        ..Default::default()
+    };
+    let v5 = medlake::ingest::vcf::ingest_vcf(&lake, &vcfs, &vopts)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v5.ingested, v5.problems, v5.lake_version),
+        (2, 0, 5),
+        "{v5:?}"
+    );
+    let l6 = medlake::ingest::sample_links::link_samples(&lake, &links)
+        .await
+        .unwrap();
+    assert_eq!(l6.lake_version, 6);
     lake
 }
 
