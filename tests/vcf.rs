@@ -623,3 +623,57 @@ async fn sample_links_are_idempotent_and_conflicts_are_reported() {
     .await;
     assert_eq!(e[0][0], "2");
 }
+
+/// `vcf_scan` reads raw files, through the tabix index when there is one, and its region
+/// gives the records `bcftools view -r` gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn vcf_scan_reads_raw_files_like_bcftools_view_r() {
+    let (Some(indexed), Some(plain_gz), Some(bcf)) = (
+        test_file("variantannotation/extdata/chr22.vcf.gz"),
+        test_file("pyvcf3/vcf/test/1kg.vcf.gz"),
+        test_file("cyvcf2/tests/test.snpeff.bcf"),
+    ) else {
+        return;
+    };
+    if !have_bcftools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    for (file, region) in [
+        (&indexed, "22:50300000-50400000"),
+        (&indexed, "22:50999000-"),
+        (&plain_gz, "2:1-200000000"),
+        (&bcf, "chr1:1-70000"),
+    ] {
+        let want = oracle(file, &["--region", region]);
+        let mut want: Vec<String> = want["regions"][region]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let r = r.as_array().unwrap();
+                format!("{}:{}", normalize_chrom(r[0].as_str().unwrap()), r[1])
+            })
+            .collect();
+        want.sort();
+        let sql = format!(
+            "SELECT chrom, pos FROM vcf_scan('{}', '{region}')",
+            file.display()
+        );
+        let mut got: Vec<String> = rows(&lake, &sql)
+            .await
+            .into_iter()
+            .map(|r| r.join(":"))
+            .collect();
+        got.sort();
+        assert!(!want.is_empty(), "{region}");
+        assert_eq!(got, want, "{} {region}", file.display());
+    }
+    let all = rows(
+        &lake,
+        &format!("SELECT count(*) FROM vcf_scan('{}')", indexed.display()),
+    )
+    .await;
+    assert_eq!(all[0][0], "10376");
+}

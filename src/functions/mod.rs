@@ -5,6 +5,7 @@
 //!   (see [`report_search`]).
 //! - `in_region(chrom, pos [, end], region)`: genomic regions, pruned on `variants` and
 //!   `genotypes` (see [`crate::genomics::in_region`]).
+//! - `vcf_scan(file [, region])`: a raw VCF/BCF file, through its index when it has one.
 //! - `lake_version()`: the lake version and table versions this session reads.
 //! - `as_of(table, version_or_timestamp)`: a table as it was at an earlier lake version.
 
@@ -25,6 +26,10 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(dicom_tag::DicomTag::new()));
     ctx.register_udf(ScalarUDF::from(report_search::TextMatch::new()));
     ctx.register_udf(ScalarUDF::from(crate::genomics::in_region::InRegion::new()));
+    ctx.register_udtf(
+        "vcf_scan",
+        std::sync::Arc::new(crate::genomics::vcf_scan::VcfScanFunc),
+    );
 }
 
 /// Register the functions that read the lake itself.

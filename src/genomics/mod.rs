@@ -6,6 +6,7 @@
 //! space; other contigs (`GL000207.1`, `chrUn_gl000220`, `hs37d5`) keep their own names.
 
 pub mod in_region;
+pub mod vcf_scan;
 
 use std::borrow::Cow;
 
