@@ -673,34 +673,28 @@ pub fn convert<R: Record>(
             }
             gts = vec![None; n_samples];
             format_values = vec![vec![None; n_samples]; layout.formats.len()];
-            for series in samples.series() {
-                let series = match series {
-                    Ok(s) => s,
+            // The FORMAT keys of this record, resolved once; then each sample's values in
+            // one pass (looking each value up by key, per sample, costs fields² per sample).
+            enum Slot {
+                Gt,
+                Col(usize),
+                Skip,
+            }
+            let mut slots = Vec::new();
+            for key in samples.column_names(header) {
+                let key = match key {
+                    Ok(k) => k,
                     Err(e) => {
                         problems.push(problem("bad_format_value", format!("FORMAT: {e}")));
+                        slots.push(Slot::Skip);
                         continue;
                     }
                 };
-                let key = match series.name(header) {
-                    Ok(k) => k.to_string(),
-                    Err(e) => {
-                        problems.push(problem("bad_format_value", format!("FORMAT: {e}")));
-                        continue;
-                    }
-                };
-                if key == "GT" {
-                    for (s, v) in series.iter(header).enumerate().take(n_samples) {
-                        match v.and_then(|v| v.map(genotype).transpose()) {
-                            Ok(g) => gts[s] = g.flatten(),
-                            Err(e) => problems.push(problem(
-                                "bad_format_value",
-                                format!("FORMAT/GT of sample {}: {e}", layout.samples[s]),
-                            )),
-                        }
-                    }
-                    continue;
-                }
-                let Some(&c) = layout.format_index.get(&key) else {
+                slots.push(if key == "GT" {
+                    Slot::Gt
+                } else if let Some(&c) = layout.format_index.get(key) {
+                    Slot::Col(c)
+                } else {
                     problems.push(Problem {
                         record: ordinal,
                         kind: "undeclared_format",
@@ -709,15 +703,38 @@ pub fn convert<R: Record>(
                         ),
                         once_key: Some(format!("format:{key}")),
                     });
-                    continue;
-                };
-                for (s, v) in series.iter(header).enumerate().take(n_samples) {
-                    match v.and_then(|v| v.map(from_sample).transpose()) {
-                        Ok(v) => format_values[c][s] = v,
-                        Err(e) => problems.push(problem(
-                            "bad_format_value",
-                            format!("FORMAT/{key} of sample {}: {e}", layout.samples[s]),
-                        )),
+                    Slot::Skip
+                });
+            }
+            for (s, sample) in samples.iter().enumerate().take(n_samples) {
+                for (i, item) in sample.iter(header).enumerate() {
+                    let slot = slots.get(i).unwrap_or(&Slot::Skip);
+                    let (key, v) = match item {
+                        Ok(kv) => kv,
+                        Err(e) => {
+                            problems.push(problem(
+                                "bad_format_value",
+                                format!("FORMAT of sample {}: {e}", layout.samples[s]),
+                            ));
+                            continue;
+                        }
+                    };
+                    match slot {
+                        Slot::Gt => match v.map(genotype).transpose() {
+                            Ok(g) => gts[s] = g.flatten(),
+                            Err(e) => problems.push(problem(
+                                "bad_format_value",
+                                format!("FORMAT/GT of sample {}: {e}", layout.samples[s]),
+                            )),
+                        },
+                        Slot::Col(c) => match v.map(from_sample).transpose() {
+                            Ok(v) => format_values[*c][s] = v,
+                            Err(e) => problems.push(problem(
+                                "bad_format_value",
+                                format!("FORMAT/{key} of sample {}: {e}", layout.samples[s]),
+                            )),
+                        },
+                        Slot::Skip => {}
                     }
                 }
             }
