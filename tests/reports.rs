@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::test_file;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -217,30 +219,6 @@ async fn a_structured_report_is_the_same_report_through_both_commands() {
     let later = text.find("was detected.").expect("text item");
     assert!(first < later, "{text}");
     assert!(text.contains("Inferred Sample Text"), "{text}");
-}
-
-fn test_data() -> PathBuf {
-    std::env::var_os("MEDLAKE_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/medlake/test-data")
-        })
-}
-
-/// A file of the fetched test data; in CI its absence fails the test.
-fn test_file(rel: &str) -> Option<PathBuf> {
-    let p = test_data().join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing: run scripts/fetch-test-data", p.display());
-    }
-    eprintln!(
-        "skipping: {} is missing (run scripts/fetch-test-data)",
-        p.display()
-    );
-    None
 }
 
 /// The findings of the IU benchmark, as searched, and as they appear in MeSH `<major>`.

@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::test_file;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -15,34 +17,8 @@ use medlake::ingest::vcf::{ingest_vcf, VcfIngestOptions, VcfIngestSummary};
 use medlake::Lake;
 use serde_json::Value;
 
-fn test_data() -> PathBuf {
-    std::env::var_os("MEDLAKE_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/medlake/test-data")
-        })
-}
-
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// A fetched test file, or `None` (a failure in CI) when it is missing.
-fn test_file(rel: &str) -> Option<PathBuf> {
-    let p = test_data().join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        !in_ci(),
-        "{} is missing: run scripts/fetch-test-data",
-        p.display()
-    );
-    eprintln!(
-        "skipping: {} is missing (run scripts/fetch-test-data)",
-        p.display()
-    );
-    None
 }
 
 fn have_bcftools() -> bool {

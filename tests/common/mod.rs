@@ -170,3 +170,30 @@ pub async fn ingest_reports(
         .await
         .expect("ingest reports")
 }
+
+/// The fetched test data (`scripts/fetch-test-data`): `MEDLAKE_TEST_DATA`, else
+/// `~/.cache/medlake/test-data`.
+pub fn test_data() -> PathBuf {
+    std::env::var_os("MEDLAKE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/medlake/test-data")
+        })
+}
+
+/// A file of the fetched test data, or `None` when it is missing; in CI (`CI=true`) its
+/// absence fails the test.
+pub fn test_file(rel: &str) -> Option<PathBuf> {
+    let p = test_data().join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{} is missing: run scripts/fetch-test-data", p.display());
+    }
+    eprintln!(
+        "skipping: {} is missing (run scripts/fetch-test-data)",
+        p.display()
+    );
+    None
+}

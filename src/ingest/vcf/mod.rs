@@ -627,18 +627,20 @@ async fn ingest_file(
     })
 }
 
+/// A lake table's schema as Arrow, or `None` when the table does not exist yet.
+async fn arrow_schema(lake: &Lake, name: &str) -> Result<Option<Schema>> {
+    let Some(t) = lake.table(name).await? else {
+        return Ok(None);
+    };
+    let schema = t.snapshot().map_err(|e| Error::delta(name, e))?.schema();
+    deltalake::kernel::engine::arrow_conversion::TryIntoArrow::try_into_arrow(schema.as_ref())
+        .map(Some)
+        .map_err(|e: datafusion::arrow::error::ArrowError| Error::Invalid(e.to_string()))
+}
+
 /// Give INFO and FORMAT fields whose type disagrees with the lake's a name of their own.
 async fn reconcile(lake: &Lake, layout: &mut Layout, problems: &mut Vec<Problem>) -> Result<()> {
-    if let Some(t) = lake.table(VARIANTS).await? {
-        let schema = t
-            .snapshot()
-            .map_err(|e| Error::delta(VARIANTS, e))?
-            .schema();
-        let arrow: Schema =
-            deltalake::kernel::engine::arrow_conversion::TryIntoArrow::try_into_arrow(
-                schema.as_ref(),
-            )
-            .map_err(|e: datafusion::arrow::error::ArrowError| Error::Invalid(e.to_string()))?;
+    if let Some(arrow) = arrow_schema(lake, VARIANTS).await? {
         if let Ok(info) = arrow.field_with_name("info") {
             if let DataType::Struct(existing) = info.data_type() {
                 let existing: HashMap<&str, &DataType> = existing
@@ -651,16 +653,7 @@ async fn reconcile(lake: &Lake, layout: &mut Layout, problems: &mut Vec<Problem>
             }
         }
     }
-    if let Some(t) = lake.table(GENOTYPES).await? {
-        let schema = t
-            .snapshot()
-            .map_err(|e| Error::delta(GENOTYPES, e))?
-            .schema();
-        let arrow: Schema =
-            deltalake::kernel::engine::arrow_conversion::TryIntoArrow::try_into_arrow(
-                schema.as_ref(),
-            )
-            .map_err(|e: datafusion::arrow::error::ArrowError| Error::Invalid(e.to_string()))?;
+    if let Some(arrow) = arrow_schema(lake, GENOTYPES).await? {
         let existing: HashMap<&str, &DataType> = arrow
             .fields()
             .iter()
