@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use medlake::ingest::reports::{ingest_reports, Format, ReportIngestOptions, ReportIngestSummary};
 use medlake::Lake;
 
@@ -33,19 +32,7 @@ async fn ingest(lake: &Lake, inputs: &[&Path], o: &ReportIngestOptions) -> Repor
 async fn rows(lake: &Lake, as_of: Option<medlake::AsOf>, sql: &str) -> Vec<Vec<String>> {
     let s = medlake::open_session(lake, as_of.as_ref()).await.unwrap();
     let batches: Vec<RecordBatch> = s.ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in &batches {
-        let f: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(f.iter().map(|f| f.value(i).to_string()).collect());
-        }
-    }
-    out
+    common::display_rows(&batches, "NULL")
 }
 
 fn ids(r: &[Vec<String>]) -> Vec<String> {

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use medlake::genomics::normalize_chrom;
 use medlake::ingest::vcf::{ingest_vcf, VcfIngestOptions, VcfIngestSummary};
 use medlake::Lake;
@@ -58,19 +57,7 @@ async fn rows(lake: &Lake, sql: &str) -> Vec<Vec<String>> {
         .collect()
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let opts = FormatOptions::default().with_null(".");
-    let mut out = Vec::new();
-    for b in &batches {
-        let f: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(f.iter().map(|f| f.value(i).to_string()).collect());
-        }
-    }
-    out
+    common::display_rows(&batches, ".")
 }
 
 fn oracle(file: &Path, args: &[&str]) -> Value {

@@ -197,3 +197,24 @@ pub fn test_file(rel: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Query results as rows of display strings, with NULL written as `null`.
+pub fn display_rows(
+    batches: &[datafusion::arrow::array::RecordBatch],
+    null: &str,
+) -> Vec<Vec<String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null(null);
+    let mut out = Vec::new();
+    for b in batches {
+        let f: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(f.iter().map(|f| f.value(i).to_string()).collect());
+        }
+    }
+    out
+}
