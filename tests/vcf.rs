@@ -86,7 +86,11 @@ fn counts(v: &Value) -> BTreeMap<String, i64> {
 
 /// The checks every file gets: records per chromosome, and per sample the genotypes with a
 /// non-reference allele and the number of non-reference alleles.
-async fn check_against_bcftools(rel: &str, info_fields: &[&str]) -> Option<(Lake, Value)> {
+async fn check_against_bcftools(
+    rel: &str,
+    info_fields: &[&str],
+    format_fields: &[&str],
+) -> Option<(Lake, Value)> {
     let file = test_file(rel)?;
     if !have_bcftools() {
         return None;
@@ -94,6 +98,9 @@ async fn check_against_bcftools(rel: &str, info_fields: &[&str]) -> Option<(Lake
     let mut args: Vec<&str> = Vec::new();
     for f in info_fields {
         args.extend(["--info", f]);
+    }
+    for f in format_fields {
+        args.extend(["--format", f]);
     }
     let want = oracle(&file, &args);
     let tmp = tempfile::tempdir().unwrap().keep();
@@ -209,7 +216,76 @@ async fn check_against_bcftools(rel: &str, info_fields: &[&str]) -> Option<(Lake
             );
         }
     }
+    for field in format_fields {
+        check_format_field(&lake, rel, field, &want["format"][field]).await;
+    }
     Some((lake, want))
+}
+
+/// Every sample's value of a FORMAT field, record by record, as bcftools reads it.
+async fn check_format_field(lake: &Lake, rel: &str, field: &str, want: &Value) {
+    let key = |chrom: &str, pos: i64, r: &str, a: &str, s: &str| {
+        (
+            normalize_chrom(chrom).into_owned(),
+            pos,
+            r.to_string(),
+            a.to_string(),
+            s.to_string(),
+        )
+    };
+    let mut want: Vec<_> = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            let t = |i: usize| r[i].as_str().unwrap();
+            (
+                key(t(0), r[1].as_i64().unwrap(), t(2), t(3), t(4)),
+                t(5).to_string(),
+            )
+        })
+        .collect();
+    want.sort();
+    let ty = rows(
+        lake,
+        &format!("SELECT arrow_typeof(\"{field}\") FROM genotypes LIMIT 1"),
+    )
+    .await;
+    let value = if ty[0][0].starts_with("List") {
+        format!("array_to_string(g.\"{field}\", ',', '.')")
+    } else {
+        format!("CAST(g.\"{field}\" AS VARCHAR)")
+    };
+    let sql = format!(
+        "SELECT v.chrom, v.pos, v.ref, array_to_string(v.alt, ','), g.sample_id, {value} \
+         FROM genotypes g JOIN variants v ON v.variant_id = g.variant_id"
+    );
+    let mut got: Vec<_> = rows(lake, &sql)
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                key(&r[0], r[1].parse().unwrap(), &r[2], &r[3], &r[4]),
+                r[5].clone(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "{rel}: FORMAT/{field} rows");
+    assert!(!got.is_empty(), "{rel}: FORMAT/{field} has no rows");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0, "{rel}: FORMAT/{field} row order");
+        // bcftools prints a list whose items are all missing as one `.`.
+        let all_missing = |s: &str| s.split(',').all(|x| x == ".");
+        assert!(
+            same_value(&g.1, &w.1) || (all_missing(&g.1) && all_missing(&w.1)),
+            "{rel}: FORMAT/{field} at {:?}: {:?} here, {:?} from bcftools",
+            w.0,
+            g.1,
+            w.1
+        );
+    }
 }
 
 /// bcftools prints numbers its own way (`0.150` → `0.15`) and a missing value as `.`.
@@ -236,8 +312,12 @@ fn same_value(ours: &str, theirs: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn thousand_genomes_629_samples_match_bcftools() {
-    let Some((lake, _)) =
-        check_against_bcftools("pyvcf3/vcf/test/1kg.vcf.gz", &["AF", "DP", "EUR_R2"]).await
+    let Some((lake, _)) = check_against_bcftools(
+        "pyvcf3/vcf/test/1kg.vcf.gz",
+        &["AF", "DP", "EUR_R2"],
+        &["AD", "DP", "GD", "GL", "GQ", "OG"],
+    )
+    .await
     else {
         return;
     };
@@ -248,7 +328,9 @@ async fn thousand_genomes_629_samples_match_bcftools() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chr22_with_tabix_index_matches_bcftools_including_regions() {
     let rel = "variantannotation/extdata/chr22.vcf.gz";
-    let Some((lake, _)) = check_against_bcftools(rel, &["LDAF", "AC", "AN", "SVTYPE"]).await else {
+    let Some((lake, _)) =
+        check_against_bcftools(rel, &["LDAF", "AC", "AN", "SVTYPE"], &["DS", "GL"]).await
+    else {
         return;
     };
     let file = test_file(rel).unwrap();
@@ -311,8 +393,12 @@ async fn chr22_with_tabix_index_matches_bcftools_including_regions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snpeff_bcf_with_csi_matches_the_vcf_and_bcftools() {
-    let Some((lake, _)) =
-        check_against_bcftools("cyvcf2/tests/test.snpeff.bcf", &["AC", "AF", "DP", "DS"]).await
+    let Some((lake, _)) = check_against_bcftools(
+        "cyvcf2/tests/test.snpeff.bcf",
+        &["AC", "AF", "DP", "DS"],
+        &["AD", "DP", "GQ", "PL"],
+    )
+    .await
     else {
         return;
     };
@@ -344,9 +430,19 @@ async fn snpeff_bcf_with_csi_matches_the_vcf_and_bcftools() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multiallelic_and_haploid_genotypes_match_bcftools() {
-    check_against_bcftools("cyvcf2/tests/o.vcf.gz", &[]).await;
-    check_against_bcftools("cyvcf2/tests/test-haploidX.vcf", &[]).await;
-    check_against_bcftools("cyvcf2/tests/test-format-string.vcf", &[]).await;
+    check_against_bcftools("cyvcf2/tests/o.vcf.gz", &[], &["GQ", "GQX", "DP", "AD"]).await;
+    check_against_bcftools(
+        "cyvcf2/tests/test-haploidX.vcf",
+        &[],
+        &["AD", "GQ", "PGT", "PL", "SB"],
+    )
+    .await;
+    check_against_bcftools(
+        "cyvcf2/tests/test-format-string.vcf",
+        &[],
+        &["ADP_ALL", "RULE", "TSTRING"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

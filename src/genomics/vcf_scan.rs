@@ -188,7 +188,7 @@ fn keep<R: vcf::variant::Record>(rec: &R, header: &vcf::Header, region: Option<&
 }
 
 /// Send chunks of converted records; `false` when the query has stopped reading.
-fn flush<R: vcf::variant::Record>(
+fn flush<R: vcf::variant::Record + convert::SampleText>(
     batch: &mut Vec<R>,
     source: &Source,
     ordinal: &mut u64,
@@ -204,7 +204,7 @@ fn flush<R: vcf::variant::Record>(
 }
 
 /// Convert and send the records that overlap the region, a chunk at a time.
-fn stream<R: vcf::variant::Record>(
+fn stream<R: vcf::variant::Record + convert::SampleText>(
     records: impl Iterator<Item = std::io::Result<R>>,
     source: &Source,
     region: Option<&Region>,

@@ -2,7 +2,7 @@
 """VCF/BCF oracle: what bcftools makes of one variant file.
 
 Usage: python3 tests/oracle/vcf_bcftools.py <file.vcf|.vcf.gz|.bcf>
-           [--region REGION ...] [--info FIELD ...]
+           [--region REGION ...] [--info FIELD ...] [--format FIELD ...]
            [--overlap pos|record|variant]
 
 Uses only the bcftools command-line tool (via subprocess; $BCFTOOLS, default
@@ -15,6 +15,7 @@ standard library.  Prints one JSON object to stdout:
    "alt_count_sum_per_sample": {name: int, ...},
    "regions": {REGION: [[chrom, pos, ref, alt], ...], ...},
    "info": {FIELD: [[chrom, pos, ref, alt, value], ...], ...},
+   "format": {FIELD: [[chrom, pos, ref, alt, sample, value], ...], ...},
    "meta": {"bcftools": "<version line>", "overlap": "...",
             "region_access": "index"|"targets"}}
 
@@ -94,6 +95,13 @@ Semantics (what a Rust/SQL result is compared against):
       A FIELD that is not declared in the header is an error (bcftools
       refuses it).
 
+  format (one entry per --format, key = FIELD as given, without "FORMAT/")
+      For every record and every sample, from `bcftools query -f
+      '[%CHROM\\t%POS\\t%REF\\t%ALT\\t%SAMPLE\\t%FIELD\\n]' FILE`:
+      [CHROM, POS (int), REF, ALT, SAMPLE, value], value as bcftools prints it
+      (the same conventions as info: "." when missing, lists comma-joined,
+      a missing list item "."; floats in bcftools' formatting).
+
 Errors: exits 1 with a message on stderr when bcftools exits non-zero, when
 it reports an error ("[E::..." on stderr, e.g. a truncated BGZF file, which
 bcftools 1.16 reports with exit status 0), when a GT allele is neither '.'
@@ -164,6 +172,20 @@ def count_alleles(gt, where):
     return n > 0, n
 
 
+def query_rows(path, value, per_sample):
+    """[CHROM, POS (int), REF, ALT, (SAMPLE,) value] for every record (and sample)."""
+    cols = "%CHROM\\t%POS\\t%REF\\t%ALT\\t" + ("%SAMPLE\\t" if per_sample else "")
+    fmt = f"[{cols}{value}\\n]" if per_sample else f"{cols}{value}\\n"
+    width = 6 if per_sample else 5
+    rows = []
+    for line in bcftools_lines(["query", "-f", fmt, path]):
+        f = line.split("\t")
+        if len(f) != width:
+            die(f"unexpected line from bcftools query ({value}): {line!r}")
+        rows.append([f[0], int(f[1])] + f[2:])
+    return rows
+
+
 def has_index(path):
     return os.path.isfile(path + ".tbi") or os.path.isfile(path + ".csi")
 
@@ -177,6 +199,8 @@ def main():
                     help="chrom[:beg[-end]], 1-based inclusive; repeatable")
     ap.add_argument("--info", action="append", default=[], metavar="FIELD",
                     help="INFO field to list per record; repeatable")
+    ap.add_argument("--format", action="append", default=[], metavar="FIELD",
+                    help="FORMAT field to list per record and sample; repeatable")
     ap.add_argument("--overlap", choices=["pos", "record", "variant"], default="record",
                     help="which records a region selects (default: record)")
     opts = ap.parse_args()
@@ -228,14 +252,12 @@ def main():
     info = {}
     for field in opts.info:
         name = field[5:] if field.startswith("INFO/") else field
-        rows = []
-        fmt = f"%CHROM\\t%POS\\t%REF\\t%ALT\\t%INFO/{name}\\n"
-        for line in bcftools_lines(["query", "-f", fmt, path]):
-            f = line.split("\t")
-            if len(f) != 5:
-                die(f"unexpected line from bcftools query (INFO/{name}): {line!r}")
-            rows.append([f[0], int(f[1]), f[2], f[3], f[4]])
-        info[name] = rows
+        info[name] = query_rows(path, f"%INFO/{name}", per_sample=False)
+
+    formats = {}
+    for field in opts.format:
+        name = field[7:] if field.startswith("FORMAT/") else field
+        formats[name] = query_rows(path, f"%{name}", per_sample=True)
 
     for w in _warnings:
         print(f"vcf_bcftools: bcftools: {w}", file=sys.stderr)
@@ -247,6 +269,7 @@ def main():
         "alt_count_sum_per_sample": altsum,
         "regions": regions,
         "info": info,
+        "format": formats,
         "meta": {
             "bcftools": version,
             "overlap": opts.overlap,

@@ -21,6 +21,7 @@ use noodles::vcf::variant::record::{AlternateBases, Filters, Ids, Info, Referenc
 use noodles::vcf::variant::Record;
 
 use super::effects::{Effect, EffectLayout};
+use super::sample_text::{read_sample, ColValues, GtValues, Slot};
 use crate::genomics::normalize_chrom;
 
 /// The annotation INFO fields that become `variant_effects` rows rather than `info` values.
@@ -430,6 +431,24 @@ impl Builder {
         Ok(())
     }
 
+    /// Append a sample's value as `sample_text` read it from `src`. The column's builder
+    /// and the reader's slot come from the same declaration, so the shapes agree.
+    fn append_text(&mut self, v: &ColValues, src: &str) {
+        if !v.present {
+            return self.append_null();
+        }
+        let text = |r: &Option<(usize, usize)>| r.map(|(a, b)| &src[a..b]);
+        match self {
+            Builder::Int(b) => b.append_option(v.ints.first().copied().flatten()),
+            Builder::Float(b) => b.append_option(v.floats.first().copied().flatten()),
+            Builder::Str(b) => b.append_option(v.strs.first().and_then(text)),
+            Builder::IntList(b) => b.append_value(v.ints.iter().copied()),
+            Builder::FloatList(b) => b.append_value(v.floats.iter().copied()),
+            Builder::StrList(b) => b.append_value(v.strs.iter().map(text)),
+            Builder::Flag(b) => b.append_value(false),
+        }
+    }
+
     fn append_null(&mut self) {
         match self {
             Builder::Int(b) => b.append_null(),
@@ -452,6 +471,161 @@ impl Builder {
             Builder::FloatList(b) => Arc::new(b.finish()),
             Builder::StrList(b) => Arc::new(b.finish()),
         }
+    }
+}
+
+/// The `genotypes` columns being built.
+struct GenotypeBuilders {
+    id: Int64Builder,
+    sample: StringBuilder,
+    chrom: StringBuilder,
+    pos: Int64Builder,
+    alleles: ListBuilder<Int32Builder>,
+    phased: BooleanBuilder,
+    alt_count: Int8Builder,
+    formats: Vec<Builder>,
+}
+
+impl GenotypeBuilders {
+    fn new(layout: &Layout) -> Self {
+        GenotypeBuilders {
+            id: Int64Builder::new(),
+            sample: StringBuilder::new(),
+            chrom: StringBuilder::new(),
+            pos: Int64Builder::new(),
+            alleles: list_builder(Int32Builder::new(), DataType::Int32),
+            phased: BooleanBuilder::new(),
+            alt_count: Int8Builder::new(),
+            formats: layout.formats.iter().map(Builder::new).collect(),
+        }
+    }
+
+    fn push_keys(&mut self, variant_id: i64, sample: &str, chrom: &str, pos: i64) {
+        self.id.append_value(variant_id);
+        self.sample.append_value(sample);
+        self.chrom.append_value(chrom);
+        self.pos.append_value(pos);
+    }
+
+    /// The allele columns of a row; `alt` as for [`alt_count`].
+    fn push_genotype(&mut self, gt: Option<(&[Option<i32>], bool)>, alt: Option<usize>) {
+        match gt {
+            Some((alleles, phased)) => {
+                self.alleles.append_value(alleles.iter().copied());
+                self.phased.append_value(phased);
+                self.alt_count.append_option(alt_count(alleles, alt));
+            }
+            None => {
+                self.alleles.append_null();
+                self.phased.append_null();
+                self.alt_count.append_null();
+            }
+        }
+    }
+
+    fn finish(&mut self, layout: &Layout) -> RecordBatch {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.sample.finish()),
+            Arc::new(self.chrom.finish()),
+            Arc::new(self.pos.finish()),
+            Arc::new(self.alleles.finish()),
+            Arc::new(self.phased.finish()),
+            Arc::new(self.alt_count.finish()),
+        ];
+        cols.extend(self.formats.iter_mut().map(Builder::finish));
+        RecordBatch::try_new(layout.genotypes_schema(), cols)
+            .expect("columns built to the genotypes schema")
+    }
+}
+
+/// How a FORMAT column is read from sample text: by type, except where noodles' reading
+/// differs from a plain parse (Character values, Number=0 fields).
+fn slot_for(col: &Col, c: usize, header: &vcf::Header) -> Slot {
+    let special = header.formats().get(&col.key).is_some_and(|def| {
+        def.ty() == format::Type::Character || def.number() == format::Number::Count(0)
+    });
+    match (special, col.kind) {
+        (true, _) | (_, Kind::Flag) => Slot::Noodles { col: c },
+        (_, Kind::Int) => Slot::Int {
+            col: c,
+            list: col.list,
+        },
+        (_, Kind::Float) => Slot::Float {
+            col: c,
+            list: col.list,
+        },
+        (_, Kind::Str) => Slot::Str {
+            col: c,
+            list: col.list,
+        },
+    }
+}
+
+/// One sample's genotype and FORMAT values (by column), read through noodles.
+fn noodles_sample(
+    sample: &dyn vcf::variant::record::samples::Sample,
+    header: &vcf::Header,
+    slots: &[Slot],
+    layout: &Layout,
+    s: usize,
+    report: &mut dyn FnMut(&'static str, String),
+) -> (Option<Gt>, Vec<Option<V>>) {
+    let mut gt = None;
+    let mut values = vec![None; layout.formats.len()];
+    for (i, item) in sample.iter(header).enumerate() {
+        let slot = slots.get(i).copied().unwrap_or(Slot::Skip);
+        let (key, v) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                report(
+                    "bad_format_value",
+                    format!("FORMAT of sample {}: {e}", layout.samples[s]),
+                );
+                continue;
+            }
+        };
+        if slot == Slot::Gt {
+            match v.map(genotype).transpose() {
+                Ok(g) => gt = g.flatten(),
+                Err(e) => report(
+                    "bad_format_value",
+                    format!("FORMAT/GT of sample {}: {e}", layout.samples[s]),
+                ),
+            }
+        } else if let Some(c) = slot.col() {
+            match v.map(from_sample).transpose() {
+                Ok(v) => values[c] = v,
+                Err(e) => report(
+                    "bad_format_value",
+                    format!("FORMAT/{key} of sample {}: {e}", layout.samples[s]),
+                ),
+            }
+        }
+    }
+    (gt, values)
+}
+
+/// A record's samples as text, where they are text: VCF records read them from it
+/// directly (`sample_text`); BCF's are binary and go through noodles.
+pub trait SampleText {
+    /// Call `f` with each sample's index and text; `false` (without calling it) where the
+    /// samples are not text.
+    fn for_each_sample_text(&self, f: impl FnMut(usize, &str)) -> bool;
+}
+
+impl SampleText for vcf::Record {
+    fn for_each_sample_text(&self, mut f: impl FnMut(usize, &str)) -> bool {
+        for (i, sample) in self.samples().iter().enumerate() {
+            f(i, sample.as_ref());
+        }
+        true
+    }
+}
+
+impl SampleText for noodles::bcf::Record {
+    fn for_each_sample_text(&self, _: impl FnMut(usize, &str)) -> bool {
+        false
     }
 }
 
@@ -485,9 +659,9 @@ fn genotype(v: SampleValue<'_>) -> std::io::Result<Option<Gt>> {
 
 /// Copies of ALT allele `alt` (or of any ALT allele when `None`) in a genotype; null when
 /// an allele is missing.
-fn alt_count(gt: &Gt, alt: Option<usize>) -> Option<i8> {
+fn alt_count(alleles: &[Option<i32>], alt: Option<usize>) -> Option<i8> {
     let mut n = 0i8;
-    for a in &gt.0 {
+    for a in alleles {
         let a = (*a)?;
         let counts = match alt {
             Some(k) => a as usize == k,
@@ -526,7 +700,7 @@ fn effect_alt_index(allele: &str, reference: &str, alts: &[String]) -> Option<us
 /// Convert a chunk of records. `first_record` is the file ordinal of `records[0]`;
 /// `first_row` the ordinal of its first `variants` row (rows differ from records when
 /// multi-allelic records are split).
-pub fn convert<R: Record>(
+pub fn convert<R: Record + SampleText>(
     records: &[R],
     header: &vcf::Header,
     layout: &Layout,
@@ -548,14 +722,9 @@ pub fn convert<R: Record>(
     let mut v_info: Vec<Builder> = layout.info.iter().map(Builder::new).collect();
     let mut v_source = StringBuilder::new();
 
-    let mut g_id = Int64Builder::new();
-    let mut g_sample = StringBuilder::new();
-    let mut g_chrom = StringBuilder::new();
-    let mut g_pos = Int64Builder::new();
-    let mut g_alleles = list_builder(Int32Builder::new(), DataType::Int32);
-    let mut g_phased = BooleanBuilder::new();
-    let mut g_alt_count = Int8Builder::new();
-    let mut g_formats: Vec<Builder> = layout.formats.iter().map(Builder::new).collect();
+    let mut g = GenotypeBuilders::new(layout);
+    let mut scratch = vec![ColValues::default(); layout.formats.len()];
+    let mut scratch_gt = GtValues::default();
 
     let mut effect_rows: Vec<EffectRow> = Vec::new();
 
@@ -650,7 +819,7 @@ pub fn convert<R: Record>(
             }
         }
 
-        // Samples: the GT and FORMAT series, column by column.
+        // Samples: each sample's FORMAT values, with the record's keys resolved once.
         let mut gts: Vec<Option<Gt>> = Vec::new();
         let mut format_values: Vec<Vec<Option<V>>> = Vec::new();
         if n_samples > 0 {
@@ -671,15 +840,6 @@ pub fn convert<R: Record>(
                 ));
                 continue;
             }
-            gts = vec![None; n_samples];
-            format_values = vec![vec![None; n_samples]; layout.formats.len()];
-            // The FORMAT keys of this record, resolved once; then each sample's values in
-            // one pass (looking each value up by key, per sample, costs fields² per sample).
-            enum Slot {
-                Gt,
-                Col(usize),
-                Skip,
-            }
             let mut slots = Vec::new();
             for key in samples.column_names(header) {
                 let key = match key {
@@ -693,7 +853,7 @@ pub fn convert<R: Record>(
                 slots.push(if key == "GT" {
                     Slot::Gt
                 } else if let Some(&c) = layout.format_index.get(key) {
-                    Slot::Col(c)
+                    slot_for(&layout.formats[c], c, header)
                 } else {
                     problems.push(Problem {
                         record: ordinal,
@@ -706,50 +866,102 @@ pub fn convert<R: Record>(
                     Slot::Skip
                 });
             }
-            for (s, sample) in samples.iter().enumerate().take(n_samples) {
-                for (i, item) in sample.iter(header).enumerate() {
-                    let slot = slots.get(i).unwrap_or(&Slot::Skip);
-                    let (key, v) = match item {
-                        Ok(kv) => kv,
-                        Err(e) => {
+            // Without splitting, a record is one row: its genotype rows go straight from
+            // the sample text into the builders. VCF text only; BCF's samples are binary.
+            let direct = !layout.split && !samples.is_empty() && {
+                let variant_id = (layout.file_number << ROW_BITS) | row as i64;
+                let alts_len = alts.len();
+                record.for_each_sample_text(|s, src| {
+                    let fast = read_sample(src, &slots, &mut scratch, &mut scratch_gt);
+                    let (gt, values) = if fast {
+                        (None, None)
+                    } else {
+                        let all = record.samples().ok();
+                        let sample = all.as_ref().and_then(|all| all.iter().nth(s));
+                        let (gt, values) = match sample {
+                            Some(sample) => noodles_sample(
+                                sample.as_ref(),
+                                header,
+                                &slots,
+                                layout,
+                                s,
+                                &mut |kind, m| problems.push(problem(kind, m)),
+                            ),
+                            None => (None, vec![None; layout.formats.len()]),
+                        };
+                        (gt, Some(values))
+                    };
+                    let alleles: Option<(&[Option<i32>], bool)> = match (&gt, fast) {
+                        (Some(g), _) => Some((&g.0, g.1)),
+                        (None, true) if scratch_gt.present => {
+                            Some((&scratch_gt.alleles, scratch_gt.phased))
+                        }
+                        _ => None,
+                    };
+                    if let Some((a, _)) = alleles {
+                        if a.iter().flatten().any(|&a| a as usize > alts_len) {
+                            problems.push(problem(
+                                "bad_genotype",
+                                format!(
+                                    "sample {}: an allele index past the {alts_len} ALT allele(s)",
+                                    layout.samples[s]
+                                ),
+                            ));
+                        }
+                    }
+                    g.push_keys(variant_id, &layout.samples[s], &chrom, pos);
+                    g.push_genotype(alleles, None);
+                    for (c, b) in g.formats.iter_mut().enumerate() {
+                        let appended = match &values {
+                            None => {
+                                b.append_text(&scratch[c], src);
+                                Ok(())
+                            }
+                            Some(values) => b.append(values[c].as_ref()),
+                        };
+                        if let Err(why) = appended {
                             problems.push(problem(
                                 "bad_format_value",
-                                format!("FORMAT of sample {}: {e}", layout.samples[s]),
+                                format!(
+                                    "FORMAT/{} of sample {}: {why}",
+                                    layout.formats[c].key, layout.samples[s]
+                                ),
                             ));
-                            continue;
                         }
-                    };
-                    match slot {
-                        Slot::Gt => match v.map(genotype).transpose() {
-                            Ok(g) => gts[s] = g.flatten(),
-                            Err(e) => problems.push(problem(
-                                "bad_format_value",
-                                format!("FORMAT/GT of sample {}: {e}", layout.samples[s]),
-                            )),
-                        },
-                        Slot::Col(c) => match v.map(from_sample).transpose() {
-                            Ok(v) => format_values[*c][s] = v,
-                            Err(e) => problems.push(problem(
-                                "bad_format_value",
-                                format!("FORMAT/{key} of sample {}: {e}", layout.samples[s]),
-                            )),
-                        },
-                        Slot::Skip => {}
+                    }
+                })
+            };
+            if !direct {
+                gts = vec![None; n_samples];
+                format_values = vec![vec![None; n_samples]; layout.formats.len()];
+                for (s, sample) in samples.iter().enumerate().take(n_samples) {
+                    let (gt, values) = noodles_sample(
+                        sample.as_ref(),
+                        header,
+                        &slots,
+                        layout,
+                        s,
+                        &mut |kind, m| problems.push(problem(kind, m)),
+                    );
+                    gts[s] = gt;
+                    for (c, v) in values.into_iter().enumerate() {
+                        format_values[c][s] = v;
                     }
                 }
-            }
-            // An allele index past the ALT list is a genotype the header cannot describe.
-            for (s, g) in gts.iter().enumerate() {
-                if let Some((alleles, _)) = g {
-                    if alleles.iter().flatten().any(|&a| a as usize > alts.len()) {
-                        problems.push(problem(
-                            "bad_genotype",
-                            format!(
-                                "sample {}: an allele index past the {} ALT allele(s)",
-                                layout.samples[s],
-                                alts.len()
-                            ),
-                        ));
+                // An allele index past the ALT list is a genotype the header cannot
+                // describe.
+                for (s, g) in gts.iter().enumerate() {
+                    if let Some((alleles, _)) = g {
+                        if alleles.iter().flatten().any(|&a| a as usize > alts.len()) {
+                            problems.push(problem(
+                                "bad_genotype",
+                                format!(
+                                    "sample {}: an allele index past the {} ALT allele(s)",
+                                    layout.samples[s],
+                                    alts.len()
+                                ),
+                            ));
+                        }
                     }
                 }
             }
@@ -797,23 +1009,9 @@ pub fn convert<R: Record>(
             }
             v_source.append_value(&layout.source_uri);
             for (s, gt) in gts.iter().enumerate() {
-                g_id.append_value(variant_id);
-                g_sample.append_value(&layout.samples[s]);
-                g_chrom.append_value(&chrom);
-                g_pos.append_value(pos);
-                match gt {
-                    Some(g) => {
-                        g_alleles.append_value(g.0.iter().copied());
-                        g_phased.append_value(g.1);
-                        g_alt_count.append_option(alt_count(g, split));
-                    }
-                    None => {
-                        g_alleles.append_null();
-                        g_phased.append_null();
-                        g_alt_count.append_null();
-                    }
-                }
-                for (c, b) in g_formats.iter_mut().enumerate() {
+                g.push_keys(variant_id, &layout.samples[s], &chrom, pos);
+                g.push_genotype(gt.as_ref().map(|(a, p)| (a.as_slice(), *p)), split);
+                for (c, b) in g.formats.iter_mut().enumerate() {
                     let v = match (split, &format_values[c][s], layout.formats[c].per_alt) {
                         (Some(k), Some(v), Some(per_alt)) => Some(split_value(v, per_alt, k)),
                         (_, v, _) => v.clone(),
@@ -869,21 +1067,8 @@ pub fn convert<R: Record>(
     let variants = RecordBatch::try_new(layout.variants_schema(), cols)
         .expect("columns built to the variants schema");
 
-    let genotype_rows = g_id.len() as u64;
-    let genotypes = (n_samples > 0).then(|| {
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(g_id.finish()),
-            Arc::new(g_sample.finish()),
-            Arc::new(g_chrom.finish()),
-            Arc::new(g_pos.finish()),
-            Arc::new(g_alleles.finish()),
-            Arc::new(g_phased.finish()),
-            Arc::new(g_alt_count.finish()),
-        ];
-        cols.extend(g_formats.iter_mut().map(Builder::finish));
-        RecordBatch::try_new(layout.genotypes_schema(), cols)
-            .expect("columns built to the genotypes schema")
-    });
+    let genotype_rows = g.id.len() as u64;
+    let genotypes = (n_samples > 0).then(|| g.finish(layout));
 
     let effects = (!layout.effects.is_empty()).then(|| {
         let mut id = Int64Builder::new();
@@ -935,14 +1120,11 @@ mod tests {
 
     #[test]
     fn alt_counts_are_dosages_and_null_when_an_allele_is_missing() {
-        assert_eq!(alt_count(&(vec![Some(0), Some(1)], false), None), Some(1));
-        assert_eq!(alt_count(&(vec![Some(2), Some(1)], false), None), Some(2));
-        assert_eq!(
-            alt_count(&(vec![Some(2), Some(1)], false), Some(2)),
-            Some(1)
-        );
-        assert_eq!(alt_count(&(vec![None, Some(1)], false), None), None);
-        assert_eq!(alt_count(&(vec![Some(1)], false), None), Some(1));
+        assert_eq!(alt_count(&[Some(0), Some(1)], None), Some(1));
+        assert_eq!(alt_count(&[Some(2), Some(1)], None), Some(2));
+        assert_eq!(alt_count(&[Some(2), Some(1)], Some(2)), Some(1));
+        assert_eq!(alt_count(&[None, Some(1)], None), None);
+        assert_eq!(alt_count(&[Some(1)], None), Some(1));
     }
 
     #[test]

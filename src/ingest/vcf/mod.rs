@@ -23,6 +23,7 @@
 
 pub mod convert;
 pub mod effects;
+pub mod sample_text;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
