@@ -1,9 +1,17 @@
 //! The compute side of medlake: what is derived from images rather than read from headers.
 //!
-//! This crate starts with series geometry: how a stack of DICOM slices sits in patient
-//! space. Ingest uses it to fill the `series` table; later the volume assembler, the
-//! compute runtime (wgpu and CPU backends) and the SQL functions over them live here too.
+//! - `geometry`: how a stack of DICOM slices sits in patient space (ingest uses it to fill
+//!   the `series` table).
+//! - `volume`: DICOM images to a 3-D volume of modality values (HU for CT) with its LPS
+//!   affine, pixel data decoded by dicom-pixeldata.
+//!
+//! The compute runtime (wgpu and CPU backends), findings and the SQL functions over them
+//! come next.
 
+pub mod error;
 pub mod geometry;
+pub mod volume;
 
+pub use error::{Error, Result};
 pub use geometry::{SeriesGeometry, SliceGeometry};
+pub use volume::{assemble, read_image, Input, Volume};
