@@ -8,88 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{python, python_has, test_file};
+use common::{python, python_has, read_npy, test_file};
 use medlake_udfs::volume::{assemble, pixels, read_image, Input};
 use medlake_udfs::Error;
 use serde_json::Value;
-
-/// A numpy array as written by `np.save`: its shape and its values widened to f64 (every
-/// dtype the oracle writes, up to 32-bit integers, is exact in f64).
-struct Npy {
-    shape: Vec<usize>,
-    values: Vec<f64>,
-    /// The f32 bits, for `<f4` arrays (compared bit for bit).
-    f32_bits: Option<Vec<u32>>,
-}
-
-fn read_npy(path: &Path) -> Npy {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
-    let (header_len, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    let field = |key: &str| -> &str {
-        let at = header.find(&format!("'{key}':")).unwrap() + key.len() + 3;
-        header[at..].trim_start()
-    };
-    let descr = field("descr");
-    let descr = &descr[1..descr[1..].find('\'').unwrap() + 1];
-    assert!(field("fortran_order").starts_with("False"), "{header}");
-    let shape_text = field("shape");
-    let shape: Vec<usize> = shape_text[1..shape_text.find(')').unwrap()]
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let data = &bytes[start + header_len..];
-    let mut f32_bits = None;
-    let values: Vec<f64> = match descr {
-        "|u1" => data.iter().map(|&b| f64::from(b)).collect(),
-        "|i1" => data.iter().map(|&b| f64::from(b as i8)).collect(),
-        "<u2" => data
-            .chunks_exact(2)
-            .map(|c| f64::from(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        "<i2" => data
-            .chunks_exact(2)
-            .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        "<u4" => data
-            .chunks_exact(4)
-            .map(|c| f64::from(u32::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        "<i4" => data
-            .chunks_exact(4)
-            .map(|c| f64::from(i32::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        "<f4" => {
-            let bits: Vec<u32> = data
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            let v = bits.iter().map(|b| f64::from(f32::from_bits(*b))).collect();
-            f32_bits = Some(bits);
-            v
-        }
-        other => panic!("{}: dtype {other} not read here", path.display()),
-    };
-    assert_eq!(
-        values.len(),
-        shape.iter().product::<usize>(),
-        "{}",
-        path.display()
-    );
-    Npy {
-        shape,
-        values,
-        f32_bits,
-    }
-}
 
 fn oracle_ready() -> bool {
     if python_has("pydicom, numpy") {

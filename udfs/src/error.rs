@@ -14,6 +14,9 @@ pub enum Error {
         attribute: &'static str,
         reason: String,
     },
+    /// No usable compute device, or the device failed.
+    #[error("compute device: {0}")]
+    Device(String),
     /// The pixel data could not be decoded (unsupported transfer syntax, corrupt stream).
     #[error("{file}: pixel data ({transfer_syntax}): {reason}")]
     Decode {

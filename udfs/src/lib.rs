@@ -5,11 +5,14 @@
 //! - `volume`: DICOM images to a 3-D volume of modality values (HU for CT) with its LPS
 //!   affine, pixel data decoded by dicom-pixeldata.
 //!
-//! The compute runtime (wgpu and CPU backends), findings and the SQL functions over them
-//! come next.
+//! - `runtime`: the volume ops (filters, thresholds, reductions, components, morphology)
+//!   that findings are written against, on the CPU (and, where written, on wgpu).
+//!
+//! Findings and the SQL functions over them come next.
 
 pub mod error;
 pub mod geometry;
+pub mod runtime;
 pub mod volume;
 
 pub use error::{Error, Result};

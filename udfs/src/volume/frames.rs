@@ -87,7 +87,13 @@ pub fn frame_count(obj: &InMemDicomObject) -> u32 {
 pub fn frames(obj: &InMemDicomObject) -> Vec<FrameInfo> {
     let per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).unwrap_or(&[]);
     let shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).and_then(|s| s.first());
-    (0..frame_count(obj) as usize)
+    // NumberOfFrames counts the frames of pixel data; without it, the functional groups do.
+    let count = if obj.get(tags::NUMBER_OF_FRAMES).is_some() || per_frame.is_empty() {
+        frame_count(obj) as usize
+    } else {
+        per_frame.len()
+    };
+    (0..count)
         .map(|f| {
             let s = Sources {
                 frame: per_frame.get(f),

@@ -1,0 +1,143 @@
+//! The native CPU backend: every op multi-threaded over planes (rayon), inner loops over
+//! contiguous rows so the compiler vectorizes them.
+//!
+//! Borders follow scipy.ndimage's `mode="nearest"`: the edge voxel repeats, which for CT
+//! (air or table at the border) is the least surprising choice.
+
+use rayon::prelude::*;
+
+use super::Dims;
+
+/// Correlate along `axis` (0 = slices, 1 = rows, 2 = columns) with `kernel` reversed, i.e.
+/// convolve with it, as scipy's `gaussian_filter1d` does.
+pub fn convolve_axis(src: &[f32], dims: Dims, axis: usize, kernel: &[f32]) -> Vec<f32> {
+    let [nz, ny, nx] = dims;
+    assert_eq!(src.len(), nz * ny * nx);
+    let r = kernel.len() / 2;
+    let w: Vec<f32> = kernel.iter().rev().copied().collect();
+    let plane = ny * nx;
+    let mut out = vec![0f32; src.len()];
+    if src.is_empty() {
+        return out;
+    }
+    match axis {
+        2 => out
+            .par_chunks_mut(nx)
+            .zip(src.par_chunks(nx))
+            .for_each_init(Vec::new, |padded, (o, row)| {
+                padded.clear();
+                padded.extend(std::iter::repeat_n(row[0], r));
+                padded.extend_from_slice(row);
+                padded.extend(std::iter::repeat_n(row[nx - 1], r));
+                for (i, o) in o.iter_mut().enumerate() {
+                    let mut acc = 0f32;
+                    for (j, wj) in w.iter().enumerate() {
+                        acc += wj * padded[i + j];
+                    }
+                    *o = acc;
+                }
+            }),
+        1 => out
+            .par_chunks_mut(plane)
+            .zip(src.par_chunks(plane))
+            .for_each(|(o, p)| {
+                for y in 0..ny {
+                    let orow = &mut o[y * nx..(y + 1) * nx];
+                    for (j, wj) in w.iter().enumerate() {
+                        let sy = (y + j).saturating_sub(r).min(ny - 1);
+                        let srow = &p[sy * nx..(sy + 1) * nx];
+                        for (a, b) in orow.iter_mut().zip(srow) {
+                            *a += wj * b;
+                        }
+                    }
+                }
+            }),
+        _ => out.par_chunks_mut(plane).enumerate().for_each(|(z, o)| {
+            for (j, wj) in w.iter().enumerate() {
+                let sz = (z + j).saturating_sub(r).min(nz - 1);
+                let sp = &src[sz * plane..(sz + 1) * plane];
+                for (a, b) in o.iter_mut().zip(sp) {
+                    *a += wj * b;
+                }
+            }
+        }),
+    }
+    out
+}
+
+/// Voxels with `lo <= v <= hi`, as 1, others 0.
+pub fn threshold(src: &[f32], lo: f32, hi: f32) -> Vec<u8> {
+    src.par_iter()
+        .map(|v| u8::from(*v >= lo && *v <= hi))
+        .collect()
+}
+
+/// Sum, minimum, maximum and count of the voxels where `mask` is set (all without one).
+pub fn reduce(src: &[f32], mask: Option<&[u8]>) -> super::Reduction {
+    let fold = |acc: super::Reduction, v: f32| super::Reduction {
+        sum: acc.sum + f64::from(v),
+        min: acc.min.min(v),
+        max: acc.max.max(v),
+        count: acc.count + 1,
+    };
+    let merge = |a: super::Reduction, b: super::Reduction| super::Reduction {
+        sum: a.sum + b.sum,
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+        count: a.count + b.count,
+    };
+    match mask {
+        None => src
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(super::Reduction::EMPTY, |a, v| fold(a, *v)))
+            .reduce(|| super::Reduction::EMPTY, merge),
+        Some(m) => src
+            .par_chunks(1 << 16)
+            .zip(m.par_chunks(1 << 16))
+            .map(|(c, m)| {
+                c.iter()
+                    .zip(m)
+                    .filter(|(_, m)| **m != 0)
+                    .fold(super::Reduction::EMPTY, |a, (v, _)| fold(a, *v))
+            })
+            .reduce(|| super::Reduction::EMPTY, merge),
+    }
+}
+
+/// Counts of voxels in `bins` equal bins over `[lo, hi)` (values outside are not counted),
+/// where `mask` is set.
+pub fn histogram(src: &[f32], mask: Option<&[u8]>, bins: usize, lo: f32, hi: f32) -> Vec<u64> {
+    let scale = histogram_scale(bins, lo, hi);
+    let count = |acc: &mut Vec<u64>, v: f32| {
+        if v >= lo && v < hi {
+            // In f32, as the GPU shader computes it, so both backends bin alike.
+            let b = ((v - lo) * scale) as usize;
+            acc[b.min(bins - 1)] += 1;
+        }
+    };
+    let merge = |mut a: Vec<u64>, b: Vec<u64>| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+        a
+    };
+    let chunk = 1 << 16;
+    (0..src.len().div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let range = c * chunk..((c + 1) * chunk).min(src.len());
+            let mut h = vec![0u64; bins];
+            for i in range {
+                if mask.is_none_or(|m| m[i] != 0) {
+                    count(&mut h, src[i]);
+                }
+            }
+            h
+        })
+        .reduce(|| vec![0u64; bins], merge)
+}
+
+/// Bins per unit of value, in f32: the one number both backends bin with.
+pub fn histogram_scale(bins: usize, lo: f32, hi: f32) -> f32 {
+    bins as f32 / (hi - lo)
+}

@@ -1,0 +1,360 @@
+//! The wgpu backend: the same ops as [`super::cpu`], as WGSL compute shaders (beside this
+//! file in `shaders/`), on Vulkan, Metal or DX12.
+//!
+//! - **Adapters.** [`Gpu::open`] takes a real GPU by default. Software adapters (Mesa's
+//!   lavapipe, device type `Cpu`) are slower than the CPU backend, so they are used only
+//!   when asked for ([`AdapterChoice::AnyIncludingSoftware`]): the parity tests run on them.
+//! - **Large volumes.** A volume larger than one storage binding (128 MiB by default) is
+//!   processed in slabs of whole planes; a filter along z reads a halo of `radius` planes
+//!   on each side of its slab, so slab borders are invisible in the result.
+//! - **Parity.** Each op is checked against the CPU backend by `tests/runtime_gpu.rs`.
+
+use std::sync::mpsc;
+
+use wgpu::util::DeviceExt;
+
+use super::Dims;
+use crate::error::{Error, Result};
+
+/// Which adapters [`Gpu::open`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// A hardware GPU (integrated, discrete or virtual); never a software rasterizer.
+    HardwareOnly,
+    /// Any adapter, software ones (lavapipe) included: for tests.
+    AnyIncludingSoftware,
+}
+
+const WORKGROUP: u32 = 64;
+/// Workgroups per dispatch dimension allowed by WebGPU's default limits.
+const MAX_GROUPS: u32 = 65_535;
+
+/// An opened device with the compiled pipelines.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    /// The largest storage binding, in bytes (tiling is sized to it).
+    max_binding: u64,
+    convolve: wgpu::ComputePipeline,
+    threshold: wgpu::ComputePipeline,
+    histogram: wgpu::ComputePipeline,
+}
+
+fn gpu_error(what: impl std::fmt::Display) -> Error {
+    Error::Device(what.to_string())
+}
+
+impl Gpu {
+    /// Open the first adapter that `choice` allows, or an error saying why there is none.
+    pub fn open(choice: AdapterChoice) -> Result<Gpu> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| {
+                choice == AdapterChoice::AnyIncludingSoftware
+                    || a.get_info().device_type != wgpu::DeviceType::Cpu
+            })
+            .min_by_key(|a| match a.get_info().device_type {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu => 2,
+                wgpu::DeviceType::Other => 3,
+                wgpu::DeviceType::Cpu => 4,
+            })
+            .ok_or_else(|| {
+                gpu_error(match choice {
+                    AdapterChoice::HardwareOnly => {
+                        "no hardware GPU adapter (Vulkan, Metal or DX12)"
+                    }
+                    AdapterChoice::AnyIncludingSoftware => {
+                        "no GPU adapter at all, not even a software one (install Mesa's \
+                         lavapipe: Debian mesa-vulkan-drivers)"
+                    }
+                })
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("medlake"),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| gpu_error(format!("{}: {e}", info.name)))?;
+        let pipeline = |name: &str, source: &str| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let convolve = pipeline("convolve_axis", include_str!("shaders/convolve_axis.wgsl"));
+        let threshold = pipeline("threshold", include_str!("shaders/threshold.wgsl"));
+        let histogram = pipeline("histogram", include_str!("shaders/histogram.wgsl"));
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            max_binding,
+            convolve,
+            threshold,
+            histogram,
+        })
+    }
+
+    /// The adapter's name and type, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Cpu)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.device_type, self.info.backend
+        )
+    }
+
+    /// Whether this is a software adapter (lavapipe and the like).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Use bindings of at most `bytes` (tests force slabs on small volumes with this).
+    pub fn limit_binding(&mut self, bytes: u64) {
+        self.max_binding = self.max_binding.min(bytes.max(1024));
+    }
+
+    fn storage(&self, data: &[u8], label: &str) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: data,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            })
+    }
+
+    fn output(&self, bytes: u64, label: &str) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// Dispatch `pipeline` over `invocations` threads with `buffers` bound in order; the
+    /// row stride the shaders need is returned by `params` given the dispatch width.
+    fn run(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        invocations: u64,
+        buffers: &[&wgpu::Buffer],
+        params: impl FnOnce(u32) -> wgpu::Buffer,
+    ) {
+        let groups = invocations.div_ceil(u64::from(WORKGROUP)).max(1);
+        let gx = groups.min(u64::from(MAX_GROUPS)) as u32;
+        let gy = groups.div_ceil(u64::from(gx)) as u32;
+        let params = params(gx * WORKGROUP);
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: buffers.len() as u32,
+            resource: params.as_entire_binding(),
+        });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// Copy `bytes` bytes of `buffer` back to the host.
+    fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.max(4));
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(gpu_error)?;
+        rx.recv().map_err(gpu_error)?.map_err(gpu_error)?;
+        let view = staging.get_mapped_range(..).map_err(gpu_error)?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// As [`super::cpu::convolve_axis`].
+    pub fn convolve_axis(
+        &self,
+        src: &[f32],
+        dims: Dims,
+        axis: usize,
+        kernel: &[f32],
+    ) -> Result<Vec<f32>> {
+        let [nz, ny, nx] = dims;
+        let plane = ny * nx;
+        if src.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = kernel.len() / 2;
+        let halo = if axis == 0 { r } else { 0 };
+        // Planes per slab: the input slab (with its halo) must fit one binding.
+        let plane_bytes = (plane * 4) as u64;
+        let fit = (self.max_binding / plane_bytes) as usize;
+        if fit <= 2 * halo {
+            return Err(gpu_error(format!(
+                "a {ny}x{nx} plane with a {halo}-plane halo does not fit a {}-byte binding",
+                self.max_binding
+            )));
+        }
+        let slab = (fit - 2 * halo).min(nz);
+        let reversed: Vec<f32> = kernel.iter().rev().copied().collect();
+        let weights = self.storage(&f32_bytes(&reversed), "weights");
+        let mut out = Vec::with_capacity(src.len());
+        let mut z0 = 0;
+        while z0 < nz {
+            let z1 = (z0 + slab).min(nz);
+            let (in0, in1) = (z0.saturating_sub(halo), (z1 + halo).min(nz));
+            let input = self.storage(&f32_bytes(&src[in0 * plane..in1 * plane]), "slab");
+            let bytes = ((z1 - z0) * plane * 4) as u64;
+            let output = self.output(bytes, "filtered");
+            self.run(
+                &self.convolve,
+                ((z1 - z0) * plane) as u64,
+                &[&input, &output, &weights],
+                |stride| {
+                    self.uniform(&[
+                        nx as u32,
+                        ny as u32,
+                        nz as u32,
+                        axis as u32,
+                        r as u32,
+                        in0 as u32,
+                        (in1 - in0) as u32,
+                        z0 as u32,
+                        (z1 - z0) as u32,
+                        stride,
+                        0,
+                        0,
+                    ])
+                },
+            );
+            out.extend(bytes_f32(&self.read(&output, bytes)?));
+            z0 = z1;
+        }
+        Ok(out)
+    }
+
+    /// Voxels per elementwise chunk: input and a 4-byte output each fit one binding.
+    fn chunk(&self) -> usize {
+        (self.max_binding / 4) as usize
+    }
+
+    /// As [`super::cpu::threshold`].
+    pub fn threshold(&self, src: &[f32], lo: f32, hi: f32) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(src.len());
+        for part in src.chunks(self.chunk()) {
+            let input = self.storage(&f32_bytes(part), "values");
+            let bytes = (part.len() * 4) as u64;
+            let output = self.output(bytes, "mask");
+            self.run(
+                &self.threshold,
+                part.len() as u64,
+                &[&input, &output],
+                |stride| self.uniform(&[part.len() as u32, stride, lo.to_bits(), hi.to_bits()]),
+            );
+            let words = self.read(&output, bytes)?;
+            out.extend(words.chunks_exact(4).map(|w| w[0]));
+        }
+        Ok(out)
+    }
+
+    /// As [`super::cpu::histogram`] without a mask.
+    pub fn histogram(&self, src: &[f32], bins: usize, lo: f32, hi: f32) -> Result<Vec<u64>> {
+        let scale = super::cpu::histogram_scale(bins, lo, hi);
+        let mut total = vec![0u64; bins];
+        for part in src.chunks(self.chunk()) {
+            let input = self.storage(&f32_bytes(part), "values");
+            let counts = self.storage(&vec![0u8; bins * 4], "counts");
+            self.run(
+                &self.histogram,
+                part.len() as u64,
+                &[&input, &counts],
+                |stride| {
+                    self.uniform(&[
+                        part.len() as u32,
+                        stride,
+                        bins as u32,
+                        0,
+                        lo.to_bits(),
+                        hi.to_bits(),
+                        scale.to_bits(),
+                        0,
+                    ])
+                },
+            );
+            let words = self.read(&counts, (bins * 4) as u64)?;
+            for (t, w) in total.iter_mut().zip(words.chunks_exact(4)) {
+                *t += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_f32(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
