@@ -130,16 +130,34 @@ pub fn gaussian(
     sigma: [f64; 3],
     order: [usize; 3],
 ) -> Result<Vec<f32>> {
-    let mut out: Option<Vec<f32>> = None;
-    for axis in 0..3 {
-        if sigma[axis] <= 0.0 && order[axis] == 0 {
-            continue;
-        }
-        let k = kernels::gaussian(sigma[axis], order[axis]);
-        let input = out.as_deref().unwrap_or(src);
-        out = Some(backend.convolve_axis(input, dims, axis, &k)?);
+    let passes: Vec<(usize, Vec<f32>)> = (0..3)
+        .filter(|&axis| sigma[axis] > 0.0 || order[axis] != 0)
+        .map(|axis| (axis, kernels::gaussian(sigma[axis], order[axis])))
+        .collect();
+    if passes.is_empty() {
+        return Ok(src.to_vec());
     }
-    Ok(out.unwrap_or_else(|| src.to_vec()))
+    if let Backend::Gpu(_) = backend {
+        let mut out: Option<Vec<f32>> = None;
+        for (axis, k) in &passes {
+            let input = out.as_deref().unwrap_or(src);
+            out = Some(backend.convolve_axis(input, dims, *axis, k)?);
+        }
+        return Ok(out.expect("at least one pass"));
+    }
+    // Two buffers, passes ping-ponging between them.
+    let mut a = vec![0f32; src.len()];
+    let mut b = if passes.len() > 1 {
+        vec![0f32; src.len()]
+    } else {
+        Vec::new()
+    };
+    cpu::convolve_axis_into(src, dims, passes[0].0, &passes[0].1, &mut a);
+    for (axis, k) in &passes[1..] {
+        cpu::convolve_axis_into(&a, dims, *axis, k, &mut b);
+        std::mem::swap(&mut a, &mut b);
+    }
+    Ok(a)
 }
 
 /// The Laplacian of Gaussian: the sum of the three second derivatives, as scipy's
