@@ -20,6 +20,22 @@ pub fn convolve_axis(src: &[f32], dims: Dims, axis: usize, kernel: &[f32]) -> Ve
 /// with this: a fresh 300 MB buffer per pass costs more in page faults and unmapping
 /// (TLB shootdowns across cores) than the arithmetic.
 pub fn convolve_axis_into(src: &[f32], dims: Dims, axis: usize, kernel: &[f32], out: &mut [f32]) {
+    convolve(src, dims, axis, kernel, out, false)
+}
+
+/// [`convolve_axis`], added to `out` (sums of filters without a buffer per term).
+pub fn convolve_axis_add(src: &[f32], dims: Dims, axis: usize, kernel: &[f32], out: &mut [f32]) {
+    convolve(src, dims, axis, kernel, out, true)
+}
+
+fn convolve(
+    src: &[f32],
+    dims: Dims,
+    axis: usize,
+    kernel: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+) {
     let [nz, ny, nx] = dims;
     assert_eq!(src.len(), nz * ny * nx);
     assert_eq!(out.len(), src.len());
@@ -36,7 +52,9 @@ pub fn convolve_axis_into(src: &[f32], dims: Dims, axis: usize, kernel: &[f32], 
             .par_chunks_mut(plane)
             .zip(src.par_chunks(plane))
             .for_each_init(Vec::new, |padded, (o, p)| {
-                o.fill(0.0);
+                if !accumulate {
+                    o.fill(0.0);
+                }
                 for (orow, row) in o.chunks_exact_mut(nx).zip(p.chunks_exact(nx)) {
                     padded.clear();
                     padded.extend(std::iter::repeat_n(row[0], r));
@@ -53,7 +71,9 @@ pub fn convolve_axis_into(src: &[f32], dims: Dims, axis: usize, kernel: &[f32], 
             .par_chunks_mut(plane)
             .zip(src.par_chunks(plane))
             .for_each(|(o, p)| {
-                o.fill(0.0);
+                if !accumulate {
+                    o.fill(0.0);
+                }
                 for y in 0..ny {
                     let orow = &mut o[y * nx..(y + 1) * nx];
                     for (j, wj) in w.iter().enumerate() {
@@ -73,7 +93,9 @@ pub fn convolve_axis_into(src: &[f32], dims: Dims, axis: usize, kernel: &[f32], 
             out.par_chunks_mut(plane * GROUP)
                 .enumerate()
                 .for_each(|(g, o)| {
-                    o.fill(0.0);
+                    if !accumulate {
+                        o.fill(0.0);
+                    }
                     let z0 = g * GROUP;
                     let planes = o.len() / plane;
                     for b0 in (0..plane).step_by(BLOCK) {

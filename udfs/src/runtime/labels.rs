@@ -26,55 +26,91 @@ fn union(parent: &mut [u32], a: u32, b: u32) -> u32 {
 }
 
 /// Label the 6-connected components of `mask`: 0 is background, components are numbered
-/// 1.. in the raster order of their first voxel. Returns the labels and the count.
+/// 1.. in the raster order of their first voxel (as scipy's `label`). Returns the labels
+/// and the count.
+///
+/// Works on runs, not voxels: each row's runs of set voxels are found in parallel, runs
+/// are joined (union-find) with the overlapping runs of the row above and of the same row
+/// in the plane before, and the numbers are written back run by run, in parallel. A CT
+/// body mask has a few runs per 512-voxel row, so the union-find touches a few hundred
+/// thousand runs instead of tens of millions of voxels.
 pub fn label(mask: &[u8], dims: Dims) -> (Vec<u32>, u32) {
     let [nz, ny, nx] = dims;
-    let plane = ny * nx;
-    let mut labels = vec![0u32; mask.len()];
-    // parent[0] is the background; provisional labels start at 1.
-    let mut parent: Vec<u32> = vec![0];
-    for z in 0..nz {
-        for y in 0..ny {
-            let row = z * plane + y * nx;
-            for x in 0..nx {
-                let i = row + x;
-                if mask[i] == 0 {
+    let rows = nz * ny;
+    // Runs of each row: (start, end) column ranges, end exclusive.
+    let row_runs: Vec<Vec<(u32, u32)>> = (0..rows)
+        .into_par_iter()
+        .map(|row| {
+            let m = &mask[row * nx..(row + 1) * nx];
+            let mut runs = Vec::new();
+            let mut x = 0;
+            while x < nx {
+                if m[x] == 0 {
+                    x += 1;
                     continue;
                 }
-                let mut l = 0u32;
-                for n in [
-                    (x > 0).then(|| labels[i - 1]),
-                    (y > 0).then(|| labels[i - nx]),
-                    (z > 0).then(|| labels[i - plane]),
-                ]
-                .into_iter()
-                .flatten()
-                .filter(|n| *n != 0)
-                {
-                    l = if l == 0 { n } else { union(&mut parent, l, n) };
+                let start = x;
+                while x < nx && m[x] != 0 {
+                    x += 1;
                 }
-                if l == 0 {
-                    l = parent.len() as u32;
-                    parent.push(l);
-                }
-                labels[i] = l;
+                runs.push((start as u32, x as u32));
+            }
+            runs
+        })
+        .collect();
+    // Global run numbers: row r's runs start at first[r].
+    let mut first = Vec::with_capacity(rows + 1);
+    let mut total = 0usize;
+    for r in &row_runs {
+        first.push(total);
+        total += r.len();
+    }
+    first.push(total);
+    let mut parent: Vec<u32> = (0..total as u32).collect();
+    // Join the runs of `row` with the overlapping runs of `other` (an earlier row).
+    let join = |parent: &mut [u32], row: usize, other: usize| {
+        let (a, b) = (&row_runs[row], &row_runs[other]);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            if a[i].0 < b[j].1 && b[j].0 < a[i].1 {
+                union(parent, (first[row] + i) as u32, (first[other] + j) as u32);
+            }
+            if a[i].1 < b[j].1 {
+                i += 1;
+            } else {
+                j += 1;
             }
         }
-    }
-    // Final numbers in order of first appearance.
-    let mut number = vec![0u32; parent.len()];
-    let mut next = 0u32;
-    for l in labels.iter_mut() {
-        if *l == 0 {
-            continue;
+    };
+    for row in 0..rows {
+        let (z, y) = (row / ny, row % ny);
+        if y > 0 {
+            join(&mut parent, row, row - 1);
         }
-        let root = find(&mut parent, *l) as usize;
+        if z > 0 {
+            join(&mut parent, row, row - ny);
+        }
+    }
+    // Numbers in raster order of each component's first run.
+    let mut number = vec![0u32; total];
+    let mut next = 0u32;
+    for run in 0..total {
+        let root = find(&mut parent, run as u32) as usize;
         if number[root] == 0 {
             next += 1;
             number[root] = next;
         }
-        *l = number[root];
+        number[run] = number[root];
     }
+    let mut labels = vec![0u32; mask.len()];
+    labels
+        .par_chunks_mut(nx)
+        .enumerate()
+        .for_each(|(row, out)| {
+            for (k, &(s, e)) in row_runs[row].iter().enumerate() {
+                out[s as usize..e as usize].fill(number[first[row] + k]);
+            }
+        });
     (labels, next)
 }
 
