@@ -16,10 +16,21 @@ pub mod time_travel;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 use crate::lake::Lake;
+
+/// The text of a string literal argument (Utf8, LargeUtf8, Utf8View, or one of those
+/// dictionary- or run-end-encoded), or `None` for any other expression: for the functions
+/// whose query, region or path must be known at planning (report_search, vcf_scan,
+/// in_region).
+pub fn literal_text(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
+        _ => None,
+    }
+}
 
 /// Register the functions that need no lake.
 pub fn register(ctx: &SessionContext) {

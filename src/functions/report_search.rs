@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{plan_err, DFSchema, Result, ScalarValue, Statistics};
+use datafusion::common::{plan_err, DFSchema, Result, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{
@@ -41,16 +41,8 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
+use super::literal_text;
 use crate::search::{Assertion, ReportIndex, SearchRequest};
-
-fn literal_text(e: &Expr) -> Option<String> {
-    match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
-        _ => None,
-    }
-}
 
 /// Parse `report_search`'s options string.
 pub fn parse_options(opts: &str, req: &mut SearchRequest) -> Result<()> {

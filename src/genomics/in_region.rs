@@ -19,6 +19,7 @@ use datafusion::logical_expr::{
 };
 
 use super::Region;
+use crate::functions::literal_text;
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct InRegion {
@@ -36,13 +37,6 @@ impl InRegion {
         Self {
             signature: Signature::user_defined(Volatility::Immutable),
         }
-    }
-}
-
-fn literal_region(e: &Expr) -> Option<String> {
-    match e {
-        Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
-        _ => None,
     }
 }
 
@@ -74,7 +68,7 @@ impl ScalarUDFImpl for InRegion {
     }
 
     fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let Some(text) = args.last().and_then(literal_region) else {
+        let Some(text) = args.last().and_then(literal_text) else {
             return Ok(ExprSimplifyResult::Original(args));
         };
         let region = Region::parse(&text)

@@ -22,6 +22,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use noodles::vcf;
 
 use super::{chrom_spellings, Region};
+use crate::functions::literal_text;
 use crate::ingest::vcf::convert::{self, Layout};
 
 const CHUNK: usize = 2048;
@@ -29,24 +30,17 @@ const CHUNK: usize = 2048;
 #[derive(Debug, Default)]
 pub struct VcfScanFunc;
 
-fn literal(e: &Expr) -> Option<String> {
-    match e {
-        Expr::Literal(v, _) => v.try_as_str().flatten().map(str::to_string),
-        _ => None,
-    }
-}
-
 impl TableFunctionImpl for VcfScanFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        let (Some(path), true) = (exprs.first().and_then(literal), exprs.len() <= 2) else {
+        let (Some(path), true) = (exprs.first().and_then(literal_text), exprs.len() <= 2) else {
             return plan_err!(
                 "vcf_scan('file.vcf.gz' [, 'chr7:1-1000']): a file path and an optional region"
             );
         };
         let region = match exprs.get(1) {
             None => None,
-            Some(e) => match literal(e) {
+            Some(e) => match literal_text(e) {
                 Some(r) => Some(Region::parse(&r).map_err(|e| {
                     datafusion::error::DataFusionError::Plan(format!("vcf_scan: {e}"))
                 })?),
