@@ -8,10 +8,17 @@
 //! - `runtime`: the volume ops (filters, thresholds, reductions, components, morphology)
 //!   that findings are written against, on the CPU (and, where written, on wgpu).
 //!
-//! Findings and the SQL functions over them come next.
+//! - `findings`: body, lungs, emphysema, nodule candidates and calcifications of a CT
+//!   volume, by documented classical methods written against the runtime.
+//! - `phantom`: synthetic chest CT phantoms with known contents, the findings' ground
+//!   truth.
+//!
+//! The SQL functions over findings come next.
 
 pub mod error;
+pub mod findings;
 pub mod geometry;
+pub mod phantom;
 pub mod runtime;
 pub mod volume;
 

@@ -124,7 +124,7 @@ pub fn label_sizes(labels: &[u32], count: u32) -> Vec<u64> {
 }
 
 /// The face neighbours of voxel `i`, within the volume.
-fn neighbours(i: usize, dims: Dims) -> impl Iterator<Item = usize> {
+pub fn neighbours(i: usize, dims: Dims) -> impl Iterator<Item = usize> {
     let [nz, ny, nx] = dims;
     let plane = ny * nx;
     let (z, y, x) = (i / plane, (i / nx) % ny, i % nx);
@@ -204,6 +204,67 @@ pub fn fill_holes(mask: &[u8], dims: Dims) -> Vec<u8> {
     outside.iter().map(|o| u8::from(!o)).collect()
 }
 
+/// Fill the holes of each slice on its own (4-connected background reaching the slice's
+/// edge is outside). What a body or lung outline needs: a lung touching the first or last
+/// slice is not a 3-D hole of the body, but it is enclosed in every slice.
+pub fn fill_holes_per_slice(mask: &[u8], dims: Dims) -> Vec<u8> {
+    let [_, ny, nx] = dims;
+    let plane = ny * nx;
+    let mut out = vec![0u8; mask.len()];
+    out.par_chunks_mut(plane)
+        .zip(mask.par_chunks(plane))
+        .for_each_init(Vec::new, |stack, (o, m)| {
+            // o: 1 = outside (background reached from the edge), filled in afterwards.
+            for y in 0..ny {
+                for x in 0..nx {
+                    let i = y * nx + x;
+                    if (y == 0 || x == 0 || y + 1 == ny || x + 1 == nx) && m[i] == 0 {
+                        o[i] = 1;
+                        stack.push(i);
+                    }
+                }
+            }
+            while let Some(i) = stack.pop() {
+                let (y, x) = (i / nx, i % nx);
+                let mut visit = |n: usize| {
+                    if m[n] == 0 && o[n] == 0 {
+                        o[n] = 1;
+                        stack.push(n);
+                    }
+                };
+                if x > 0 {
+                    visit(i - 1);
+                }
+                if x + 1 < nx {
+                    visit(i + 1);
+                }
+                if y > 0 {
+                    visit(i - nx);
+                }
+                if y + 1 < ny {
+                    visit(i + nx);
+                }
+            }
+            for v in o.iter_mut() {
+                *v = 1 - *v;
+            }
+        });
+    out
+}
+
+/// Keep only the largest component of `mask` (all zero if it is empty).
+pub fn largest_component(mask: &[u8], dims: Dims) -> Vec<u8> {
+    let (labels, count) = label(mask, dims);
+    let sizes = label_sizes(&labels, count);
+    let Some(best) = (1..sizes.len()).max_by_key(|&l| sizes[l]) else {
+        return vec![0; mask.len()];
+    };
+    labels
+        .par_iter()
+        .map(|l| u8::from(*l as usize == best))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +299,25 @@ mod tests {
         assert_eq!(fill_holes(&shell, dims)[2 * 25 + 2 * 5 + 2], 1);
         shell[2 * 25 + 2 * 5 + 1] = 0; // a hole in the wall
         assert_eq!(fill_holes(&shell, dims)[2 * 25 + 2 * 5 + 2], 0);
+    }
+
+    #[test]
+    fn slices_are_filled_on_their_own() {
+        // A tube along z: open at both ends in 3-D, a ring in every slice.
+        let dims = [3, 5, 5];
+        let mut tube = vec![0u8; 75];
+        for z in 0..3 {
+            for y in 1..4 {
+                for x in 1..4 {
+                    if (y, x) != (2, 2) {
+                        tube[z * 25 + y * 5 + x] = 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(fill_holes(&tube, dims)[25 + 12], 0);
+        let filled = fill_holes_per_slice(&tube, dims);
+        assert!((0..3).all(|z| filled[z * 25 + 12] == 1));
+        assert_eq!(filled.iter().map(|v| *v as usize).sum::<usize>(), 27);
     }
 }
