@@ -39,6 +39,8 @@ pub struct Gpu {
     convolve: wgpu::ComputePipeline,
     threshold: wgpu::ComputePipeline,
     histogram: wgpu::ComputePipeline,
+    resample: wgpu::ComputePipeline,
+    eigen3: wgpu::ComputePipeline,
 }
 
 fn gpu_error(what: impl std::fmt::Display) -> Error {
@@ -100,6 +102,8 @@ impl Gpu {
         let convolve = pipeline("convolve_axis", include_str!("shaders/convolve_axis.wgsl"));
         let threshold = pipeline("threshold", include_str!("shaders/threshold.wgsl"));
         let histogram = pipeline("histogram", include_str!("shaders/histogram.wgsl"));
+        let resample = pipeline("resample", include_str!("shaders/resample.wgsl"));
+        let eigen3 = pipeline("eigen3", include_str!("shaders/eigen3.wgsl"));
         let max_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -111,6 +115,8 @@ impl Gpu {
             convolve,
             threshold,
             histogram,
+            resample,
+            eigen3,
         })
     }
 
@@ -348,6 +354,108 @@ impl Gpu {
         }
         Ok(total)
     }
+
+    /// As [`super::resample::cpu`]: trilinear resampling as `plan` says. A volume past one
+    /// binding goes in slabs of output planes, each with the input planes it reads; the
+    /// sample tables (three words per output plane, row and column) are one small binding
+    /// beside them.
+    pub fn resample(
+        &self,
+        src: &[f32],
+        dims: Dims,
+        plan: &super::resample::Plan,
+    ) -> Result<Vec<f32>> {
+        let [nz, ny, nx] = dims;
+        assert_eq!(src.len(), nz * ny * nx);
+        let [mz, my, mx] = plan.dims;
+        let (plane, mplane) = (ny * nx, my * mx);
+        if mz * mplane == 0 {
+            return Ok(Vec::new());
+        }
+        let words: Vec<u32> = plan
+            .axes
+            .iter()
+            .flatten()
+            .flat_map(|s| [s.i0 as u32, s.i1 as u32, s.w.to_bits()])
+            .collect();
+        let samples = self.storage(&u32_bytes(&words), "samples");
+        let fits = |planes: usize, len: usize| (planes * len * 4) as u64 <= self.max_binding;
+        let zs = &plan.axes[0];
+        let mut out = Vec::with_capacity(mz * mplane);
+        let mut z0 = 0;
+        while z0 < mz {
+            let in0 = zs[z0].i0;
+            if !fits(zs[z0].i1 - in0 + 1, plane) || !fits(1, mplane) {
+                return Err(gpu_error(format!(
+                    "resampling {ny}x{nx} planes to {my}x{mx}: an output plane and the two \
+                     input planes it reads do not fit a {}-byte binding",
+                    self.max_binding
+                )));
+            }
+            // Grow the slab while its output and the input planes it reads fit.
+            let mut z1 = z0 + 1;
+            while z1 < mz && fits(z1 + 1 - z0, mplane) && fits(zs[z1].i1 - in0 + 1, plane) {
+                z1 += 1;
+            }
+            let in1 = zs[z1 - 1].i1 + 1;
+            let input = self.storage(&f32_bytes(&src[in0 * plane..in1 * plane]), "slab");
+            let bytes = ((z1 - z0) * mplane * 4) as u64;
+            let output = self.output(bytes, "resampled");
+            self.run(
+                &self.resample,
+                ((z1 - z0) * mplane) as u64,
+                &[&input, &output, &samples],
+                |stride| {
+                    self.uniform(&[
+                        nx as u32,
+                        ny as u32,
+                        mx as u32,
+                        my as u32,
+                        mz as u32,
+                        z0 as u32,
+                        (z1 - z0) as u32,
+                        in0 as u32,
+                        stride,
+                        0,
+                        0,
+                        0,
+                    ])
+                },
+            );
+            out.extend(bytes_f32(&self.read(&output, bytes)?));
+            z0 = z1;
+        }
+        Ok(out)
+    }
+
+    /// The eigenvalues, ascending, of each voxel's symmetric 3×3 matrix given as six
+    /// volumes (hzz, hzy, hzx, hyy, hyx, hxx): as [`super::hessian::cpu_eigenvalues`],
+    /// by Jacobi rotations in f32 (`shaders/eigen3.wgsl`). Elementwise, so chunks of
+    /// voxels need no halo; a chunk's six inputs share one binding.
+    pub fn symmetric_eigenvalues(&self, h: [&[f32]; 6]) -> Result<[Vec<f32>; 3]> {
+        let n = h[0].len();
+        assert!(h.iter().all(|v| v.len() == n));
+        let chunk = (self.chunk() / 6).max(1);
+        let mut out: [Vec<f32>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min(n - start);
+            let bytes: Vec<u8> = h
+                .iter()
+                .flat_map(|v| f32_bytes(&v[start..start + len]))
+                .collect();
+            let input = self.storage(&bytes, "hessian");
+            let out_bytes = (3 * len * 4) as u64;
+            let output = self.output(out_bytes, "eigenvalues");
+            self.run(&self.eigen3, len as u64, &[&input, &output], |stride| {
+                self.uniform(&[len as u32, stride, 0, 0])
+            });
+            let values: Vec<f32> = bytes_f32(&self.read(&output, out_bytes)?).collect();
+            for (o, part) in out.iter_mut().zip(values.chunks_exact(len)) {
+                o.extend_from_slice(part);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -357,4 +465,8 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn bytes_f32(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

@@ -12,11 +12,17 @@
 //! | histograms | `cpu` | `gpu` |
 //! | reductions (sum, min, max, count; masked) | `cpu` | not yet |
 //! | connected components, erosion, dilation, hole filling | `labels` | not yet |
+//! | trilinear resampling to a target spacing | `resample` | `gpu` |
+//! | Hessian eigenvalues (from the Gaussian second derivatives) | `hessian` | `gpu` |
 
 pub mod cpu;
 pub mod gpu;
+pub mod hessian;
 pub mod kernels;
 pub mod labels;
+pub mod resample;
+
+pub use hessian::symmetric_eigenvalues_3x3;
 
 use std::sync::Arc;
 
@@ -201,4 +207,49 @@ fn cpu_laplacian_of_gaussian(src: &[f32], dims: Dims, sigma: [f64; 3]) -> Vec<f3
     cpu::convolve_axis_into(&a, dims, 1, &k(1, 0), &mut b);
     cpu::convolve_axis_add(&b, dims, 2, &k(2, 2), &mut sum);
     sum
+}
+
+/// Trilinear resampling of `src` (`dims`, voxels of `spacing` mm per axis) to voxels of
+/// `target` mm: the resampled volume and its dims. Along each axis the output has
+/// `floor((n - 1) · spacing / target) + 1` voxels and output voxel `i` samples input
+/// coordinate `i · target / spacing` (voxel 0 on voxel 0, edges clamped), as scipy's
+/// `map_coordinates(v, coords, order=1, mode="nearest")`; see [`resample`] (the module).
+///
+/// The affine changes only in its direction columns, each rescaled to the new spacing
+/// (column i, for columns, by `target[2] / spacing[2]`; j by `target[1] / spacing[1]`; k
+/// by `target[0] / spacing[0]`); the origin stays: [`resample::resampled_affine`].
+pub fn resample(
+    backend: &Backend,
+    src: &[f32],
+    dims: Dims,
+    spacing: [f64; 3],
+    target: [f64; 3],
+) -> Result<(Vec<f32>, Dims)> {
+    let plan = resample::plan(dims, spacing, target)?;
+    let out = match backend {
+        Backend::Cpu => resample::cpu(src, dims, &plan),
+        Backend::Gpu(g) => g.resample(src, dims, &plan)?,
+    };
+    Ok((out, plan.dims))
+}
+
+/// The eigenvalues of the Hessian of Gaussian at scale `sigma` (voxels per axis), per
+/// voxel and ascending (λ1 ≤ λ2 ≤ λ3): the six second derivatives from [`gaussian`]
+/// (scipy's `gaussian_filter(v, sigma, order=...)`), then each voxel's symmetric 3×3
+/// matrix (`numpy.linalg.eigvalsh`); see [`hessian`]. Holds six derivative volumes at once.
+pub fn hessian_eigenvalues(
+    backend: &Backend,
+    src: &[f32],
+    dims: Dims,
+    sigma: [f64; 3],
+) -> Result<[Vec<f32>; 3]> {
+    let mut h = Vec::with_capacity(6);
+    for order in hessian::DERIVATIVES {
+        h.push(gaussian(backend, src, dims, sigma, order)?);
+    }
+    let h: [&[f32]; 6] = std::array::from_fn(|k| h[k].as_slice());
+    match backend {
+        Backend::Cpu => Ok(hessian::cpu_eigenvalues(h, dims[1] * dims[2])),
+        Backend::Gpu(g) => g.symmetric_eigenvalues(h),
+    }
 }
