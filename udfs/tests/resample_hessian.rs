@@ -5,8 +5,11 @@
 //! that a mixed-up axis shows, and blobs, tubes (one along x, whose cross-section makes
 //! two eigenvalues nearly equal on its axis; one oblique) and noise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{gpu, in_ci};
 use medlake_udfs::runtime::{self, resample, symmetric_eigenvalues_3x3, Backend, Dims};
 
 const DIMS: Dims = [19, 27, 33];
@@ -66,10 +69,6 @@ fn phantom() -> Vec<f32> {
         }
     }
     v
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|c| c == "true")
 }
 
 fn python() -> String {
@@ -309,28 +308,6 @@ fn hessian_eigenvalues_match_scipy() {
             );
         }
         assert!((0..n).all(|j| ours[0][j] <= ours[1][j] && ours[1][j] <= ours[2][j]));
-    }
-}
-
-/// The GPU backend on any adapter (lavapipe in CI), or `None` to skip; in CI (`CI=true`)
-/// a missing adapter fails the test.
-fn gpu(limit_binding: Option<u64>) -> Option<Backend> {
-    use medlake_udfs::runtime::gpu::{AdapterChoice, Gpu};
-    match Gpu::open(AdapterChoice::AnyIncludingSoftware) {
-        Ok(mut g) => {
-            if let Some(bytes) = limit_binding {
-                g.limit_binding(bytes);
-            }
-            eprintln!("GPU backend on {}", g.describe());
-            Some(Backend::Gpu(std::sync::Arc::new(g)))
-        }
-        Err(e) if in_ci() => {
-            panic!("{e} (CI needs an adapter: apt-get install mesa-vulkan-drivers)")
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
     }
 }
 

@@ -7,7 +7,8 @@
 //! - **Large volumes.** A volume larger than one storage binding (128 MiB by default) is
 //!   processed in slabs of whole planes; a filter along z reads a halo of `radius` planes
 //!   on each side of its slab, so slab borders are invisible in the result.
-//! - **Parity.** Each op is checked against the CPU backend by `tests/runtime_gpu.rs`.
+//! - **Parity.** Each op is checked against the CPU backend by `tests/resample_hessian.rs`
+//!   and (reductions, labelling, morphology) `tests/gpu_labels.rs`.
 
 use std::sync::mpsc;
 
@@ -35,15 +36,17 @@ pub struct Gpu {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     /// The largest storage binding, in bytes (tiling is sized to it).
-    max_binding: u64,
+    pub(super) max_binding: u64,
     convolve: wgpu::ComputePipeline,
     threshold: wgpu::ComputePipeline,
     histogram: wgpu::ComputePipeline,
     resample: wgpu::ComputePipeline,
     eigen3: wgpu::ComputePipeline,
+    /// Reductions, morphology and labelling: [`super::gpu_labels`].
+    pub(super) labels: super::gpu_labels::Pipelines,
 }
 
-fn gpu_error(what: impl std::fmt::Display) -> Error {
+pub(super) fn gpu_error(what: impl std::fmt::Display) -> Error {
     Error::Device(what.to_string())
 }
 
@@ -104,6 +107,7 @@ impl Gpu {
         let histogram = pipeline("histogram", include_str!("shaders/histogram.wgsl"));
         let resample = pipeline("resample", include_str!("shaders/resample.wgsl"));
         let eigen3 = pipeline("eigen3", include_str!("shaders/eigen3.wgsl"));
+        let labels = super::gpu_labels::Pipelines::new(&pipeline);
         let max_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -117,6 +121,7 @@ impl Gpu {
             histogram,
             resample,
             eigen3,
+            labels,
         })
     }
 
@@ -138,7 +143,7 @@ impl Gpu {
         self.max_binding = self.max_binding.min(bytes.max(1024));
     }
 
-    fn storage(&self, data: &[u8], label: &str) -> wgpu::Buffer {
+    pub(super) fn storage(&self, data: &[u8], label: &str) -> wgpu::Buffer {
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
@@ -147,7 +152,7 @@ impl Gpu {
             })
     }
 
-    fn output(&self, bytes: u64, label: &str) -> wgpu::Buffer {
+    pub(super) fn output(&self, bytes: u64, label: &str) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4),
@@ -156,7 +161,7 @@ impl Gpu {
         })
     }
 
-    fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+    pub(super) fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -168,7 +173,7 @@ impl Gpu {
 
     /// Dispatch `pipeline` over `invocations` threads with `buffers` bound in order; the
     /// row stride the shaders need is returned by `params` given the dispatch width.
-    fn run(
+    pub(super) fn run(
         &self,
         pipeline: &wgpu::ComputePipeline,
         invocations: u64,
@@ -210,7 +215,7 @@ impl Gpu {
     }
 
     /// Copy `bytes` bytes of `buffer` back to the host.
-    fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    pub(super) fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes.max(4),
@@ -300,7 +305,7 @@ impl Gpu {
     }
 
     /// Voxels per elementwise chunk: input and a 4-byte output each fit one binding.
-    fn chunk(&self) -> usize {
+    pub(super) fn chunk(&self) -> usize {
         (self.max_binding / 4) as usize
     }
 
@@ -458,15 +463,20 @@ impl Gpu {
     }
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+pub(super) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn bytes_f32(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+pub(super) fn bytes_f32(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
-fn u32_bytes(v: &[u32]) -> Vec<u8> {
+pub(super) fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(super) fn bytes_u32(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }

@@ -140,7 +140,7 @@ pub fn neighbours(i: usize, dims: Dims) -> impl Iterator<Item = usize> {
     .flatten()
 }
 
-fn on_border(i: usize, dims: Dims) -> bool {
+pub(super) fn on_border(i: usize, dims: Dims) -> bool {
     let [nz, ny, nx] = dims;
     let plane = ny * nx;
     let (z, y, x) = (i / plane, (i / nx) % ny, i % nx);

@@ -10,13 +10,15 @@
 //! | separable convolution along an axis (Gaussian, derivatives, LoG) | `cpu` | `gpu` |
 //! | threshold to a mask | `cpu` | `gpu` |
 //! | histograms | `cpu` | `gpu` |
-//! | reductions (sum, min, max, count; masked) | `cpu` | not yet |
-//! | connected components, erosion, dilation, hole filling | `labels` | not yet |
+//! | reductions (sum, min, max, count; masked) | `cpu` | `gpu_labels` |
+//! | connected components, erosion, dilation, hole filling (3-D) | `labels` | `gpu_labels` |
+//! | hole filling per slice, largest component | `labels` | not yet |
 //! | trilinear resampling to a target spacing | `resample` | `gpu` |
 //! | Hessian eigenvalues (from the Gaussian second derivatives) | `hessian` | `gpu` |
 
 pub mod cpu;
 pub mod gpu;
+mod gpu_labels;
 pub mod hessian;
 pub mod kernels;
 pub mod labels;
@@ -122,6 +124,50 @@ impl Backend {
         match self {
             Backend::Cpu => Ok(cpu::histogram(src, None, bins, lo, hi)),
             Backend::Gpu(g) => g.histogram(src, bins, lo, hi),
+        }
+    }
+
+    /// Sum, minimum, maximum and count of the voxels where `mask` is set (all without
+    /// one). On the GPU the sum is f32 within blocks of 1024 values, f64 across them.
+    pub fn reduce(&self, src: &[f32], mask: Option<&[u8]>) -> Result<Reduction> {
+        match self {
+            Backend::Cpu => Ok(cpu::reduce(src, mask)),
+            Backend::Gpu(g) => g.reduce(src, mask),
+        }
+    }
+
+    /// The 6-connected components of `mask`, numbered 1.. in the raster order of their
+    /// first voxel (scipy's `label`), and their count: [`labels::label`].
+    pub fn label(&self, mask: &[u8], dims: Dims) -> Result<(Vec<u32>, u32)> {
+        match self {
+            Backend::Cpu => Ok(labels::label(mask, dims)),
+            Backend::Gpu(g) => g.label(mask, dims),
+        }
+    }
+
+    /// Binary dilation by the 6-neighbour cross, `iterations` times: [`labels::dilate`].
+    pub fn dilate(&self, mask: &[u8], dims: Dims, iterations: usize) -> Result<Vec<u8>> {
+        match self {
+            Backend::Cpu => Ok(labels::dilate(mask, dims, iterations)),
+            Backend::Gpu(g) => g.dilate(mask, dims, iterations),
+        }
+    }
+
+    /// Binary erosion by the 6-neighbour cross, `iterations` times, outside the volume
+    /// counting as background: [`labels::erode`].
+    pub fn erode(&self, mask: &[u8], dims: Dims, iterations: usize) -> Result<Vec<u8>> {
+        match self {
+            Backend::Cpu => Ok(labels::erode(mask, dims, iterations)),
+            Backend::Gpu(g) => g.erode(mask, dims, iterations),
+        }
+    }
+
+    /// Set the background voxels that cannot reach the border through 6-connected
+    /// background: [`labels::fill_holes`].
+    pub fn fill_holes(&self, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
+        match self {
+            Backend::Cpu => Ok(labels::fill_holes(mask, dims)),
+            Backend::Gpu(g) => g.fill_holes(mask, dims),
         }
     }
 }
