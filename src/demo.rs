@@ -39,6 +39,10 @@ pub const COHORTS: &[(&str, &str)] = &[
         "egfr_high_impact_carriers_with_ct",
         include_str!("../sql/cohorts/egfr_high_impact_carriers_with_ct.sql"),
     ),
+    (
+        "large_nodule_not_in_report",
+        include_str!("../sql/cohorts/large_nodule_not_in_report.sql"),
+    ),
 ];
 
 /// A file that marks a folder as a demo lake, so the demo may rebuild it.
@@ -59,7 +63,16 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io)?;
     std::fs::write(dir.join(MARKER), "built by `medlake demo`\n").map_err(io)?;
     let sources = dir.join("sources").join("dicom");
-    let files = crate::synth::write_demo_corpus(&sources)?;
+    let mut files = crate::synth::write_demo_corpus(&sources)?;
+    // Two 512 x 512 chest phantoms with placed nodules, for the findings.
+    for p in crate::phantoms::DEMO_PHANTOMS {
+        let (slices, _truth) = crate::phantoms::write_phantom_series(
+            &sources,
+            &dir.join("sources").join("phantom-truth"),
+            p,
+        )?;
+        files.extend(slices);
+    }
     let lake = Lake::open(&dir.to_string_lossy())?;
     let opts = DicomIngestOptions {
         collection: "demo".into(),
@@ -80,6 +93,12 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     .map_err(w)?;
     let reports_csv = dir.join("sources").join("reports.csv");
     crate::synth::write_demo_reports(&reports_csv)?;
+    let phantom_reports_csv = dir.join("sources").join("phantom_reports.csv");
+    crate::synth::write_reports(
+        &phantom_reports_csv,
+        crate::phantoms::PHANTOM_PATIENTS,
+        crate::phantoms::PHANTOM_REPORTS,
+    )?;
     let ropts = crate::ingest::reports::ReportIngestOptions {
         collection: "demo".into(),
         progress: false,
@@ -87,7 +106,10 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     };
     let rs = crate::ingest::reports::ingest_reports(
         &lake,
-        &[reports_csv.to_string_lossy().into_owned()],
+        &[
+            reports_csv.to_string_lossy().into_owned(),
+            phantom_reports_csv.to_string_lossy().into_owned(),
+        ],
         &ropts,
     )
     .await?;
@@ -114,6 +136,15 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         "{} variants and {} genotypes (1000 Genomes chr22 excerpt, synthetic tumor panel), \
          {} samples linked to patients, lake version {}",
         vs.variants, vs.genotypes, ls.linked, ls.lake_version
+    )
+    .map_err(w)?;
+    let copts = crate::compute::ComputeOptions::default();
+    let cs = crate::compute::compute_findings(&lake, &copts).await?;
+    writeln!(
+        out,
+        "CT findings: {} series computed ({} findings, {} errors) on {} in {:.1} s, lake \
+         version {}",
+        cs.computed, cs.findings, cs.errors, cs.backend, cs.seconds, cs.lake_version
     )
     .map_err(w)?;
     let session = crate::session::open_session(&lake, None).await?;

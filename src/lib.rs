@@ -13,6 +13,7 @@
 //! ```
 
 pub mod cli;
+pub mod compute;
 pub mod demo;
 pub mod error;
 pub mod functions;
@@ -20,6 +21,7 @@ pub mod genomics;
 pub mod ingest;
 pub mod lake;
 pub mod optimize;
+pub mod phantoms;
 pub mod search;
 pub mod session;
 pub mod synth;

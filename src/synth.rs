@@ -242,10 +242,12 @@ pub fn study_uid(patient: &PatientSpec, study: u32) -> String {
 }
 
 pub fn series_uid(patient: &PatientSpec, s: &SeriesSpec) -> String {
-    uid(&format!(
-        "series/{}/{}/{}",
-        patient.id, s.study, s.series_number
-    ))
+    ct_series_uid(patient, s.study, s.series_number)
+}
+
+/// The SeriesInstanceUID of a patient's study and series number.
+pub fn ct_series_uid(patient: &PatientSpec, study: u32, series_number: i32) -> String {
+    uid(&format!("series/{}/{study}/{series_number}", patient.id))
 }
 
 /// The z position (mm) of slice `i` of a series, as written.
@@ -294,9 +296,59 @@ pub fn patient_weight_kg(p: &PatientSpec) -> u32 {
 
 /// Write one slice of a series; returns the file's path.
 pub fn write_slice(dir: &Path, p: &PatientSpec, s: &SeriesSpec, i: usize) -> Result<PathBuf> {
-    let series_uid = series_uid(p, s);
-    let sop_uid = uid(&format!("{series_uid}/{i}"));
     let z = slice_z(s, i);
+    let n = usize::from(MATRIX);
+    let mut pixels = Vec::with_capacity(n * n);
+    for r in 0..n {
+        for c in 0..n {
+            let x = ORIGIN_X + c as f64 * PIXEL_SPACING_MM;
+            let y = ORIGIN_Y + r as f64 * PIXEL_SPACING_MM;
+            pixels.push(phantom_hu(x, y, z, s.nodule.as_ref()));
+        }
+    }
+    write_ct_slice(
+        dir,
+        p,
+        &CtSlice {
+            study: s.study,
+            study_date: s.study_date,
+            series_number: s.series_number,
+            description: s.description,
+            body_part: s.body_part,
+            thickness_mm: s.thickness_mm,
+            instance: i,
+            position_mm: [ORIGIN_X, ORIGIN_Y, z],
+            matrix: MATRIX,
+            pixel_spacing_mm: PIXEL_SPACING_MM,
+            hu: &pixels,
+        },
+    )
+}
+
+/// One axial CT image to write: where it belongs and its HU (row-major, `matrix`²).
+pub struct CtSlice<'a> {
+    pub study: u32,
+    pub study_date: &'a str,
+    pub series_number: i32,
+    pub description: &'a str,
+    pub body_part: &'a str,
+    pub thickness_mm: f64,
+    /// 0-based; InstanceNumber is this + 1.
+    pub instance: usize,
+    /// ImagePositionPatient (the first voxel's centre, LPS mm).
+    pub position_mm: [f64; 3],
+    pub matrix: u16,
+    pub pixel_spacing_mm: f64,
+    pub hu: &'a [i16],
+}
+
+/// Write one CT image (identity orientation, stored as HU + 1024 with RescaleIntercept
+/// −1024) under `dir/<PatientID>/study<n>/series<n>/`; returns the file's path. UIDs are
+/// derived from the patient, study, series and instance, so rewriting gives the same file.
+pub fn write_ct_slice(dir: &Path, p: &PatientSpec, s: &CtSlice) -> Result<PathBuf> {
+    let series_uid = ct_series_uid(p, s.study, s.series_number);
+    let sop_uid = uid(&format!("{series_uid}/{}", s.instance));
+    let z = s.position_mm[2];
     let mut o = InMemDicomObject::new_empty();
     let utf8 = !p.name.is_ascii();
     if utf8 {
@@ -343,11 +395,11 @@ pub fn write_slice(dir: &Path, p: &PatientSpec, s: &SeriesSpec, i: usize) -> Res
     o.put_str(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.clone());
     o.put_str(tags::STUDY_ID, VR::SH, format!("{}", s.study));
     o.put_str(tags::SERIES_NUMBER, VR::IS, format!("{}", s.series_number));
-    o.put_str(tags::INSTANCE_NUMBER, VR::IS, format!("{}", i + 1));
+    o.put_str(tags::INSTANCE_NUMBER, VR::IS, format!("{}", s.instance + 1));
     o.put(DataElement::new(
         tags::IMAGE_POSITION_PATIENT,
         VR::DS,
-        strs(&[ORIGIN_X, ORIGIN_Y, z].map(|v| format!("{v}"))),
+        strs(&s.position_mm.map(|v| format!("{v}"))),
     ));
     o.put(DataElement::new(
         tags::IMAGE_ORIENTATION_PATIENT,
@@ -369,17 +421,17 @@ pub fn write_slice(dir: &Path, p: &PatientSpec, s: &SeriesSpec, i: usize) -> Res
     o.put(DataElement::new(
         tags::ROWS,
         VR::US,
-        PrimitiveValue::from(MATRIX),
+        PrimitiveValue::from(s.matrix),
     ));
     o.put(DataElement::new(
         tags::COLUMNS,
         VR::US,
-        PrimitiveValue::from(MATRIX),
+        PrimitiveValue::from(s.matrix),
     ));
     o.put(DataElement::new(
         tags::PIXEL_SPACING,
         VR::DS,
-        strs(&[PIXEL_SPACING_MM, PIXEL_SPACING_MM].map(|v| format!("{v}"))),
+        strs(&[s.pixel_spacing_mm, s.pixel_spacing_mm].map(|v| format!("{v}"))),
     ));
     o.put(DataElement::new(
         tags::BITS_ALLOCATED,
@@ -406,16 +458,7 @@ pub fn write_slice(dir: &Path, p: &PatientSpec, s: &SeriesSpec, i: usize) -> Res
     o.put_str(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
     o.put_str(tags::RESCALE_SLOPE, VR::DS, "1");
     o.put_str(tags::RESCALE_TYPE, VR::LO, "HU");
-    let n = usize::from(MATRIX);
-    let mut pixels = Vec::with_capacity(n * n);
-    for r in 0..n {
-        for c in 0..n {
-            let x = ORIGIN_X + c as f64 * PIXEL_SPACING_MM;
-            let y = ORIGIN_Y + r as f64 * PIXEL_SPACING_MM;
-            let stored = phantom_hu(x, y, z, s.nodule.as_ref()) + 1024;
-            pixels.push(stored as u16);
-        }
-    }
+    let pixels: Vec<u16> = s.hu.iter().map(|v| (v + 1024) as u16).collect();
     o.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,
@@ -429,7 +472,7 @@ pub fn write_slice(dir: &Path, p: &PatientSpec, s: &SeriesSpec, i: usize) -> Res
         .join(format!("study{}", s.study))
         .join(format!("series{}", s.series_number));
     std::fs::create_dir_all(&folder).map_err(|e| Error::io(folder.display(), e))?;
-    let path = folder.join(format!("{:04}.dcm", i + 1));
+    let path = folder.join(format!("{:04}.dcm", s.instance + 1));
     file.write_to_file(&path)
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     Ok(path)
@@ -539,6 +582,16 @@ pub const DEMO_REPORTS: &[DemoReport] = &[
 
 /// Write [`DEMO_REPORTS`] as a CSV with the columns `ingest reports` reads by name.
 pub fn write_demo_reports(path: &Path) -> Result<PathBuf> {
+    write_reports(path, DEMO_PATIENTS, DEMO_REPORTS)
+}
+
+/// Write reports about `patients` (indexed by [`DemoReport::patient`]) as a CSV with the
+/// columns `ingest reports` reads by name.
+pub fn write_reports(
+    path: &Path,
+    patients: &[PatientSpec],
+    reports: &[DemoReport],
+) -> Result<PathBuf> {
     let mut w = csv::Writer::from_path(path)
         .map_err(|e| crate::Error::Invalid(format!("{}: {e}", path.display())))?;
     let io = |e: csv::Error| crate::Error::Invalid(format!("{}: {e}", path.display()));
@@ -553,8 +606,8 @@ pub fn write_demo_reports(path: &Path) -> Result<PathBuf> {
         "impression",
     ])
     .map_err(io)?;
-    for r in DEMO_REPORTS {
-        let p = &DEMO_PATIENTS[r.patient];
+    for r in reports {
+        let p = &patients[r.patient];
         let (pid, acc, suid) = match r.link {
             'U' => (p.id.to_string(), String::new(), study_uid(p, r.study)),
             'A' => (

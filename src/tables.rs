@@ -22,6 +22,12 @@ pub const SAMPLE_LINKS: &str = "sample_links";
 /// The VCF/BCF files ingested, by content hash: a `started` and a `complete` row each.
 pub const VCF_FILES: &str = "vcf_files";
 
+/// One row per CT finding (body, lung, emphysema, nodule, calcification) per series, from
+/// `medlake compute findings`.
+pub const FINDINGS: &str = "findings";
+/// Series whose findings could not be computed, and why.
+pub const COMPUTE_ERRORS: &str = "compute_errors";
+
 /// Every table medlake knows, for lakes whose folders cannot be listed cheaply.
 pub const ALL: &[&str] = &[
     INSTANCES,
@@ -37,5 +43,7 @@ pub const ALL: &[&str] = &[
     SAMPLES,
     SAMPLE_LINKS,
     VCF_FILES,
+    FINDINGS,
+    COMPUTE_ERRORS,
     crate::lake::LAKE_LOG,
 ];

@@ -40,9 +40,35 @@ pub enum Command {
     /// Maintain the lake's search indexes.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Compute derived tables from the images.
+    #[command(subcommand)]
+    Compute(ComputeCommand),
     /// Build a small deterministic demo lake from generated CT series and run the example
     /// cohorts in sql/cohorts/ on it.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComputeCommand {
+    /// CT findings (body, lungs, %LAA-950 emphysema, nodule candidates, calcifications)
+    /// into the `findings` table; series that cannot be computed go to `compute_errors`.
+    /// Only series without current findings are computed.
+    Findings {
+        /// A SQL predicate on `series` columns: which CT series to consider, e.g.
+        /// --where "collection = 'lidc' AND slice_spacing_mm <= 2.5".
+        #[arg(long = "where", value_name = "PREDICATE")]
+        predicate: Option<String>,
+        /// Where the filters run: cpu, gpu or auto (a hardware GPU when there is one).
+        /// Default: MEDLAKE_DEVICE, else auto.
+        #[arg(long, value_parser = ["cpu", "gpu", "auto"])]
+        device: Option<String>,
+        /// Retry series already recorded in `compute_errors` by this method version.
+        #[arg(long)]
+        retry_errors: bool,
+        /// Series per commit.
+        #[arg(long, default_value_t = 16)]
+        commit_every: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +389,44 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
             let mut sink = output::Sink::open(args.format, args.output.as_deref())?;
             statements::run_all(&session.ctx, &sql, &mut sink).await?;
             sink.finish()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compute(ComputeCommand::Findings {
+            predicate,
+            device,
+            retry_errors,
+            commit_every,
+        }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let opts = crate::compute::ComputeOptions {
+                predicate,
+                device,
+                retry_errors,
+                progress: std::io::stderr().is_terminal(),
+                commit_every,
+            };
+            let s = crate::compute::compute_findings(&lake, &opts).await?;
+            println!(
+                "{} CT series selected: {} computed ({} findings), {} already current, {} errors \
+                 (see compute_errors); backend {}, {} in {:.2} s; lake version {}",
+                s.series_selected,
+                s.computed,
+                s.findings,
+                s.already_current,
+                s.errors,
+                s.backend,
+                s.method_version,
+                s.seconds,
+                s.lake_version
+            );
+            if s.computed > 0 {
+                let stages: Vec<String> = s
+                    .stages
+                    .iter()
+                    .map(|(n, t)| format!("{n} {t:.2} s"))
+                    .collect();
+                println!("stages: {}", stages.join(", "));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {

@@ -526,9 +526,15 @@ fn background(a: &Anatomy, p: [f64; 3]) -> (f32, u8) {
 
 /// Build the phantom for `seed`.
 pub fn generate(seed: u64) -> Phantom {
+    generate_spec(PhantomSpec::from_seed(seed))
+}
+
+/// Build a phantom with a chosen acquisition (benchmarks fix the slice count); the anatomy
+/// still comes from the spec's seed.
+pub fn generate_spec(spec: PhantomSpec) -> Phantom {
     use rayon::prelude::*;
 
-    let spec = PhantomSpec::from_seed(seed);
+    let seed = spec.seed;
     let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let anatomy = plan(&spec, &mut rng);
     let (nz, n) = (spec.slices, MATRIX);
