@@ -35,7 +35,9 @@ pub fn plain_context() -> SessionContext {
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
         // Join sides chosen with statistics propagated through the plan, including
         // medlake's GROUP BY estimate (src/optimize/stats.rs).
-        .set_bool("datafusion.optimizer.use_statistics_registry", true);
+        .set_bool("datafusion.optimizer.use_statistics_registry", true)
+        // `SET medlake.device = 'cpu'` and medlake's other session settings.
+        .with_option_extension(crate::functions::ct_findings::MedlakeOptions::default());
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()

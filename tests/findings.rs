@@ -50,6 +50,20 @@ fn dist(a: [f64; 3], b: &Value) -> f64 {
         .sqrt()
 }
 
+/// Add a series with a missing slice (not one volume, so a `compute_errors` row) to
+/// `dicom`, and ingest the folder into a new lake under `root`.
+async fn with_broken_series_ingested(root: &std::path::Path, dicom: &std::path::Path) -> Lake {
+    let broken = &medlake::synth::DEMO_SERIES[4];
+    assert!(!broken.missing.is_empty());
+    for i in medlake::synth::written_slices(broken) {
+        let patient = &medlake::synth::DEMO_PATIENTS[broken.patient];
+        medlake::synth::write_slice(dicom, patient, broken, i).unwrap();
+    }
+    let lake = Lake::open(&root.join("lake").display().to_string()).unwrap();
+    common::ingest(&lake, &[dicom], "demo").await;
+    lake
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_table_matches_phantom_truth_and_feeds_the_cohort() {
     let tmp = tempfile::tempdir().unwrap();
@@ -61,20 +75,7 @@ async fn findings_table_matches_phantom_truth_and_feeds_the_cohort() {
         let t: Value = serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
         truths.push((phantom_series_uid(p), PHANTOM_PATIENTS[p.patient].id, t));
     }
-    // A series with a missing slice: not one volume, so a compute_errors row.
-    let broken = &medlake::synth::DEMO_SERIES[4];
-    assert!(!broken.missing.is_empty());
-    for i in medlake::synth::written_slices(broken) {
-        medlake::synth::write_slice(
-            &dicom,
-            &medlake::synth::DEMO_PATIENTS[broken.patient],
-            broken,
-            i,
-        )
-        .unwrap();
-    }
-    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
-    common::ingest(&lake, &[dicom.as_path()], "demo").await;
+    let lake = with_broken_series_ingested(tmp.path(), &dicom).await;
     let reports = medlake::synth::write_reports(
         &tmp.path().join("reports.csv"),
         PHANTOM_PATIENTS,
@@ -203,4 +204,123 @@ async fn findings_table_matches_phantom_truth_and_feeds_the_cohort() {
         "{second:?}"
     );
     assert_eq!(rows(&lake, count_sql).await, before);
+}
+
+/// `ct_findings` inside a query, on a lake where nothing is materialized: computed per
+/// series, the same rows `compute findings` then writes; NULL and a `compute_errors` row
+/// for a series that is not one volume; `medlake.device` checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ct_findings_computes_in_a_query_and_agrees_with_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dicom = tmp.path().join("dicom");
+    // Seed 4: 61 slices of 2.5 mm, solid and ground-glass nodules.
+    let series = medlake::phantoms::PhantomSeries {
+        patient: 0,
+        seed: 4,
+        study: 3,
+        study_date: "20250601",
+        series_number: 7,
+    };
+    let (_, truth) = write_phantom_series(&dicom, &tmp.path().join("truth"), &series).unwrap();
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
+    let lake = with_broken_series_ingested(tmp.path(), &dicom).await;
+    let uid = phantom_series_uid(&series);
+
+    let session = medlake::open_session(&lake, None).await.unwrap();
+    let bad = session.ctx.sql("SET medlake.device = 'tpu'").await;
+    let bad = match bad {
+        Ok(df) => df.collect().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    // The setting is free text; the function refuses it when it runs.
+    if bad.is_ok() {
+        let q = session
+            .ctx
+            .sql(&format!("SELECT ct_findings('{uid}')"))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(q.unwrap_err().to_string().contains("cpu, gpu or auto"));
+    }
+    session
+        .ctx
+        .sql("SET medlake.device = 'cpu'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let query = "SELECT \"SeriesInstanceUID\", f['kind'], f['side'], f['diameter_mm'], \
+                 f['volume_ml'], f['backend'], f['center_x_mm'], f['center_y_mm'], f['center_z_mm'] \
+                 FROM (SELECT \"SeriesInstanceUID\", unnest(ct_findings(\"SeriesInstanceUID\")) AS f \
+                 FROM series) ORDER BY 1, 2, 3, 4";
+    let batches = session
+        .ctx
+        .sql(query)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let in_query = common::display_rows(&batches, "null");
+    let nulls = session
+        .ctx
+        .sql("SELECT \"SeriesInstanceUID\", ct_findings(\"SeriesInstanceUID\") IS NULL FROM series ORDER BY 2")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let nulls = common::display_rows(&nulls, "null");
+    assert_eq!(nulls.len(), 2);
+    assert_eq!(nulls[0], vec![uid.clone(), "false".to_string()]);
+    assert_eq!(nulls[1][1], "true");
+    assert!(
+        in_query.iter().all(|r| r[0] == uid && r[5] == "cpu"),
+        "{in_query:?}"
+    );
+    // The nodules of 4 mm and more are there, measured within 1 mm.
+    for n in truth["nodules"].as_array().unwrap() {
+        let d = n["diameter_mm"].as_f64().unwrap();
+        if d < 4.0 {
+            continue;
+        }
+        assert!(
+            in_query.iter().any(|r| r[1] == "nodule"
+                && (r[3].parse::<f64>().unwrap() - d).abs() <= 1.0
+                && dist(
+                    [
+                        r[6].parse().unwrap(),
+                        r[7].parse().unwrap(),
+                        r[8].parse().unwrap()
+                    ],
+                    &n["center_lps_mm"]
+                ) <= (d / 2.0).max(2.0)),
+            "{n} not in {in_query:?}"
+        );
+    }
+    let errors = rows(&lake, "SELECT error_kind FROM compute_errors").await;
+    assert_eq!(errors, vec![vec![Some("volume".to_string())]]);
+
+    // Materialized, the table holds the same rows.
+    let opts = ComputeOptions {
+        device: Some("cpu".into()),
+        ..Default::default()
+    };
+    let s = compute_findings(&lake, &opts).await.unwrap();
+    assert_eq!((s.computed, s.already_current), (1, 1), "{s:?}");
+    let session = medlake::open_session(&lake, None).await.unwrap();
+    let table = session
+        .ctx
+        .sql(
+            "SELECT \"SeriesInstanceUID\", kind, side, diameter_mm, volume_ml, backend, \
+             center_x_mm, center_y_mm, center_z_mm FROM findings ORDER BY 1, 2, 3, 4",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(common::display_rows(&table, "null"), in_query);
 }

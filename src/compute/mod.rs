@@ -14,7 +14,7 @@
 //! - **Errors are rows.** A series that is not one volume, or whose files cannot be read
 //!   or decoded, gets a `compute_errors` row with the reason; the run goes on.
 
-mod tables;
+pub(crate) mod tables;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -92,7 +92,7 @@ struct Job {
 }
 
 /// One series that could not be computed.
-pub(crate) struct ComputeError {
+pub struct ComputeError {
     pub collection: String,
     pub series_uid: String,
     pub error_kind: &'static str,
@@ -100,7 +100,7 @@ pub(crate) struct ComputeError {
 }
 
 /// One computed series.
-pub(crate) struct Computed {
+pub struct Computed {
     pub collection: String,
     pub series_uid: String,
     pub instance_count: i64,
@@ -289,7 +289,7 @@ pub async fn compute_findings(lake: &Lake, opts: &ComputeOptions) -> Result<Comp
 }
 
 /// Read, decode, assemble and measure one series; an error is (kind, message).
-async fn compute_series(
+pub(crate) async fn compute_series(
     uris: &[String],
     backend: &Backend,
     summary: &mut ComputeSummary,

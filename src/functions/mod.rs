@@ -8,7 +8,10 @@
 //! - `vcf_scan(file [, region])`: a raw VCF/BCF file, through its index when it has one.
 //! - `lake_version()`: the lake version and table versions this session reads.
 //! - `as_of(table, version_or_timestamp)`: a table as it was at an earlier lake version.
+//! - `ct_findings(SeriesInstanceUID)`: a CT series' findings, from `findings` or computed
+//!   (see [`ct_findings`]); `SET medlake.device` chooses where.
 
+pub mod ct_findings;
 pub mod dicom_tag;
 pub mod report_search;
 pub mod time_travel;
@@ -67,5 +70,15 @@ pub fn register_lake(
     ctx.register_udtf(
         "as_of",
         Arc::new(time_travel::AsOfFunc { lake: lake.clone() }),
+    );
+    let versions = ct_findings::Versions {
+        instances: table_versions.get(crate::tables::INSTANCES).copied(),
+        findings: table_versions.get(crate::tables::FINDINGS).copied(),
+    };
+    ctx.register_udf(
+        datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(
+            ct_findings::CtFindings::new(lake.clone(), versions),
+        ))
+        .into_scalar_udf(),
     );
 }
