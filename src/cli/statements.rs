@@ -46,8 +46,13 @@ pub async fn execute(
 /// Run every statement of a script, writing the rows of each query to the sink.
 pub async fn run_all(ctx: &SessionContext, sql: &str, sink: &mut Sink) -> Result<()> {
     let timing = std::env::var("MEDLAKE_TIMING").is_ok_and(|v| v == "1");
+    let metrics = ctx
+        .state()
+        .config()
+        .get_extension::<crate::functions::ct_findings::ComputeMetrics>();
     for stmt in split(sql)? {
         let started = Instant::now();
+        let counts_before = metrics.as_ref().map(|m| m.counts());
         let is_query = matches!(
             &stmt,
             datafusion::sql::parser::Statement::Statement(s)
@@ -83,6 +88,20 @@ pub async fn run_all(ctx: &SessionContext, sql: &str, sink: &mut Sink) -> Result
                 "elapsed_ms: {:.3}",
                 (started.elapsed() - writing).as_secs_f64() * 1000.0
             );
+        }
+        // Where compute functions ran, next to the results (not in them).
+        if let (Some(m), Some((c0, t0, f0))) = (&metrics, counts_before) {
+            let (c, t, f) = m.counts();
+            if (c, t, f) != (c0, t0, f0) {
+                eprintln!(
+                    "ct_findings: {} series computed on {}, {} read from findings, {} failed \
+                     (see compute_errors)",
+                    c - c0,
+                    m.backends().join(", "),
+                    t - t0,
+                    f - f0
+                );
+            }
         }
     }
     Ok(())

@@ -15,9 +15,12 @@
 //! - **Errors are NULL.** A series that cannot be computed gives NULL and a row in
 //!   `compute_errors`; the query goes on.
 //! - **Where it runs.** `SET medlake.device = 'cpu' | 'gpu' | 'auto'` (default:
-//!   `MEDLAKE_DEVICE`, else auto); each struct's `backend` says where its filters ran.
+//!   `MEDLAKE_DEVICE`, else auto); each struct's `backend` says where its filters ran, and
+//!   the session's [`ComputeMetrics`] (printed by `medlake sql` after each statement that
+//!   computed) count series computed, read from the table and failed, with the backends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
@@ -66,6 +69,36 @@ fn column(schema: &datafusion::arrow::datatypes::Schema, name: &str) -> usize {
     schema.index_of(name).expect("a findings column")
 }
 
+/// What `ct_findings` did in a session: a `SessionConfig` extension, so whoever runs
+/// statements (the CLI) can report it next to the results.
+#[derive(Debug, Default)]
+pub struct ComputeMetrics {
+    pub computed: AtomicU64,
+    pub from_table: AtomicU64,
+    pub failed: AtomicU64,
+    pub backends: Mutex<BTreeSet<String>>,
+}
+
+impl ComputeMetrics {
+    /// (computed, read from `findings`, failed).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.computed.load(Ordering::Relaxed),
+            self.from_table.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn backends(&self) -> Vec<String> {
+        self.backends
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 /// The table versions the function reads (those of its session).
 #[derive(Debug, Clone)]
 pub struct Versions {
@@ -82,6 +115,7 @@ pub struct CtFindings {
     cache: Mutex<HashMap<String, Option<RecordBatch>>>,
     backends: Mutex<HashMap<String, Backend>>,
     providers: tokio::sync::OnceCell<Providers>,
+    metrics: Arc<ComputeMetrics>,
 }
 
 struct Providers {
@@ -108,7 +142,7 @@ impl std::hash::Hash for CtFindings {
 }
 
 impl CtFindings {
-    pub fn new(lake: Lake, versions: Versions) -> Self {
+    pub fn new(lake: Lake, versions: Versions, metrics: Arc<ComputeMetrics>) -> Self {
         Self {
             signature: Signature::string(1, Volatility::Stable),
             lake,
@@ -116,6 +150,7 @@ impl CtFindings {
             cache: Mutex::default(),
             backends: Mutex::default(),
             providers: tokio::sync::OnceCell::new(),
+            metrics,
         }
     }
 
@@ -271,6 +306,18 @@ impl CtFindings {
                     "ct_findings",
                 )
                 .await?;
+        }
+        let m = &self.metrics;
+        m.from_table
+            .fetch_add(found.len() as u64, Ordering::Relaxed);
+        let ok = computed.values().filter(|b| b.is_some()).count() as u64;
+        m.computed.fetch_add(ok, Ordering::Relaxed);
+        m.failed.fetch_add(errors.len() as u64, Ordering::Relaxed);
+        if ok > 0 || !errors.is_empty() {
+            m.backends
+                .lock()
+                .expect("not poisoned")
+                .insert(backend.name());
         }
         let mut cache = self.cache.lock().expect("not poisoned");
         for (u, b) in found {

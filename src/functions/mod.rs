@@ -75,9 +75,14 @@ pub fn register_lake(
         instances: table_versions.get(crate::tables::INSTANCES).copied(),
         findings: table_versions.get(crate::tables::FINDINGS).copied(),
     };
+    let metrics = Arc::new(ct_findings::ComputeMetrics::default());
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(metrics.clone());
     ctx.register_udf(
         datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(
-            ct_findings::CtFindings::new(lake.clone(), versions),
+            ct_findings::CtFindings::new(lake.clone(), versions, metrics),
         ))
         .into_scalar_udf(),
     );
