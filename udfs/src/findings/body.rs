@@ -2,7 +2,7 @@
 
 use super::{Finding, Grid};
 use crate::error::Result;
-use crate::runtime::{labels, Backend};
+use crate::runtime::{self, Backend};
 
 /// HU above which a voxel is tissue rather than air (fat is about −100, lung −850).
 const TISSUE_HU: f32 = -500.0;
@@ -19,8 +19,8 @@ pub(crate) fn segment(backend: &Backend, hu: &[f32], grid: &Grid) -> Result<Body
     let tissue = backend.threshold(hu, TISSUE_HU, f32::MAX)?;
     // The largest component drops the table and blankets; the lungs are holes in every
     // slice, filled there.
-    let body = labels::largest_component(&tissue, grid.dims);
-    let mask = labels::fill_holes_per_slice(&body, grid.dims);
+    let body = runtime::largest_component(backend, &tissue, grid.dims)?;
+    let mask = backend.fill_holes_per_slice(&body, grid.dims)?;
     let (mut count, mut sum_x) = (0u64, 0f64);
     let [nz, ny, nx] = grid.dims;
     // The midline from the middle slice's outline (x does not depend on it for axial CT,
@@ -34,7 +34,7 @@ pub(crate) fn segment(backend: &Backend, hu: &[f32], grid: &Grid) -> Result<Body
             }
         }
     }
-    let voxels = mask.iter().map(|v| u64::from(*v)).sum::<u64>();
+    let voxels = backend.reduce(hu, Some(&mask))?.count;
     Ok(Body {
         finding: Finding {
             kind: "body",

@@ -39,7 +39,7 @@ pub(crate) fn detect(
     for ((m, b), l) in mask.iter_mut().zip(&body.mask).zip(&lungs.side) {
         *m &= *b & u8::from(*l == 0);
     }
-    let (labels, count) = labels::label(&mask, grid.dims);
+    let (labels, count) = backend.label(&mask, grid.dims)?;
     drop(mask);
     let sizes = labels::label_sizes(&labels, count);
     let max_voxels = (MAX_LESION_MM3 / grid.voxel_mm3()) as u64;

@@ -4,7 +4,7 @@
 use super::body::Body;
 use super::{Finding, Grid};
 use crate::error::Result;
-use crate::runtime::{cpu, labels, Backend};
+use crate::runtime::{labels, Backend};
 
 /// Air and lung below this HU; soft tissue above (the midpoint of lung, −850, and soft
 /// tissue, ≈ 40, the usual −400 to −500 range).
@@ -48,12 +48,13 @@ pub(crate) fn segment(backend: &Backend, hu: &[f32], grid: &Grid, body: &Body) -
         *a &= *b;
     }
     let superior_first = grid.lps(0.0, 0.0, 0.0)[2] > grid.lps((nz - 1) as f64, 0.0, 0.0)[2];
-    let (airway, airway_found) = airways(hu, grid, &air, body.midline_x_mm, superior_first);
+    let (airway, airway_found) =
+        airways(backend, hu, grid, &air, body.midline_x_mm, superior_first)?;
     let mut lung_air = air;
     for (a, w) in lung_air.iter_mut().zip(&airway) {
         *a &= 1 - *w;
     }
-    let (labels, count) = labels::label(&lung_air, grid.dims);
+    let (labels, count) = backend.label(&lung_air, grid.dims)?;
     drop(lung_air);
     let sizes = labels::label_sizes(&labels, count);
     let total: u64 = sizes[1..].iter().sum();
@@ -103,7 +104,7 @@ pub(crate) fn segment(backend: &Backend, hu: &[f32], grid: &Grid, body: &Body) -
     // Vessels, nodules and the intrapulmonary airway are holes in each lung's slices.
     for s in [1u8, 2] {
         let mask: Vec<u8> = side.iter().map(|v| u8::from(*v == s)).collect();
-        let filled = labels::fill_holes_per_slice(&mask, grid.dims);
+        let filled = backend.fill_holes_per_slice(&mask, grid.dims)?;
         for (v, f) in side.iter_mut().zip(filled) {
             if f != 0 && *v == 0 {
                 *v = s;
@@ -130,7 +131,7 @@ pub(crate) fn segment(backend: &Backend, hu: &[f32], grid: &Grid, body: &Body) -
         .map(|(s, a)| u8::from(*s != 0 && *a == 0))
         .collect();
     let bins = 100;
-    let histogram = cpu::histogram(hu, Some(&parenchyma), bins, -1000.0, -500.0);
+    let histogram = backend.histogram_masked(hu, &parenchyma, bins, -1000.0, -500.0)?;
     let mode = (0..bins).max_by_key(|&b| histogram[b]).unwrap_or(30);
     let parenchyma_hu = -1000.0 + (mode as f32 + 0.5) * 5.0;
     Ok(Lungs {
@@ -144,13 +145,19 @@ pub(crate) fn segment(backend: &Backend, hu: &[f32], grid: &Grid, body: &Body) -
 
 /// The airway lumen (with a one-voxel rim), grown from the trachea found in the superior
 /// slices; all zero, `false` if no trachea was found or every threshold leaked.
+///
+/// Growing is labelling: the lumen at a threshold is the component that holds the
+/// trachea in the trachea and the air below the threshold ([`Backend::label`]), exactly
+/// what a flood fill from the trachea reaches; its rim is one dilation of it, kept to air
+/// ([`Backend::dilate`]).
 fn airways(
+    backend: &Backend,
     hu: &[f32],
     grid: &Grid,
     air: &[u8],
     midline_x: f64,
     superior_first: bool,
-) -> (Vec<u8>, bool) {
+) -> Result<(Vec<u8>, bool)> {
     let [nz, ny, nx] = grid.dims;
     let plane = ny * nx;
     let pixel_mm2 = grid.spacing[1] * grid.spacing[2];
@@ -158,7 +165,7 @@ fn airways(
     for step in 0..5.min(nz) {
         let z = if superior_first { step } else { nz - 1 - step };
         let slice = &air[z * plane..(z + 1) * plane];
-        let (l, count) = labels::label(slice, [1, ny, nx]);
+        let (l, count) = backend.label(slice, [1, ny, nx])?;
         let mut stats =
             vec![(0usize, 0f64, usize::MAX, 0usize, usize::MAX, 0usize); count as usize + 1];
         for (i, v) in l.iter().enumerate() {
@@ -197,66 +204,63 @@ fn airways(
             break;
         }
     }
-    let mut airway = vec![0u8; hu.len()];
     let Some(seed) = seed else {
-        return (airway, false);
+        return Ok((vec![0u8; hu.len()], false));
     };
-    let max_voxels = (AIRWAY_MAX_ML * 1000.0 / grid.voxel_mm3()) as usize;
+    let max_voxels = (AIRWAY_MAX_ML * 1000.0 / grid.voxel_mm3()) as u64;
     for threshold in AIRWAY_HU {
-        airway.fill(0);
-        let mut stack: Vec<usize> = seed.clone();
-        for &i in &stack {
-            airway[i] = 1;
+        // Air below the threshold, and the trachea's voxels whatever their HU.
+        let mut lumen = backend.threshold(hu, f32::NEG_INFINITY, threshold.next_down())?;
+        for (l, a) in lumen.iter_mut().zip(air) {
+            *l &= *a;
         }
-        let mut grown = stack.len();
-        while let Some(i) = stack.pop() {
-            for n in labels::neighbours(i, grid.dims) {
-                if airway[n] == 0 && air[n] != 0 && hu[n] < threshold {
-                    airway[n] = 1;
-                    grown += 1;
-                    stack.push(n);
-                }
-            }
-            if grown > max_voxels {
-                break;
-            }
+        for &i in &seed {
+            lumen[i] = 1;
         }
+        let (labels, _) = backend.label(&lumen, grid.dims)?;
+        let tree = labels[seed[0]];
+        let mut grown = 0u64;
+        for (l, v) in lumen.iter_mut().zip(&labels) {
+            *l = u8::from(*v == tree);
+            grown += u64::from(*l);
+        }
+        drop(labels);
         if grown <= max_voxels {
             // The rim: partial-volume voxels around the lumen, still below the air threshold.
-            let lumen: Vec<usize> = (0..airway.len()).filter(|&i| airway[i] == 1).collect();
-            for i in lumen {
-                for n in labels::neighbours(i, grid.dims) {
-                    if air[n] != 0 {
-                        airway[n] = 1;
-                    }
-                }
+            let mut airway = backend.dilate(&lumen, grid.dims, 1)?;
+            for (w, a) in airway.iter_mut().zip(air) {
+                *w &= *a;
             }
-            return (airway, true);
+            return Ok((airway, true));
         }
     }
-    airway.fill(0);
-    (airway, false)
+    Ok((vec![0u8; hu.len()], false))
 }
 
 impl Lungs {
-    /// Volume and mean HU per lung and in total, and %LAA-950 per lung and in total.
-    pub fn findings(&self, hu: &[f32], grid: &Grid) -> Vec<Finding> {
-        // Per side: (voxels, HU sum, parenchyma voxels (no airway), of which below −950).
+    /// Volume and mean HU per lung and in total, and %LAA-950 per lung and in total: per
+    /// lung, reductions over its voxels, its parenchyma (no airway) and the parenchyma
+    /// below −950 HU ([`Backend::reduce`]); the totals are their sums.
+    pub fn findings(&self, backend: &Backend, hu: &[f32], grid: &Grid) -> Result<Vec<Finding>> {
+        let low = backend.threshold(hu, f32::NEG_INFINITY, LAA_HU.next_down())?;
+        // Per side (both, right, left): (voxels, HU sum, parenchyma voxels, of which below
+        // −950).
         let mut acc = [(0u64, 0f64, 0u64, 0u64); 3];
-        for ((s, a), v) in self.side.iter().zip(&self.airway).zip(hu) {
-            if *s == 0 {
-                continue;
+        for k in [1u8, 2] {
+            let mut mask: Vec<u8> = self.side.iter().map(|s| u8::from(*s == k)).collect();
+            let all = backend.reduce(hu, Some(&mask))?;
+            for (m, a) in mask.iter_mut().zip(&self.airway) {
+                *m &= 1 - *a;
             }
-            for k in [*s as usize, 0] {
-                let e = &mut acc[k];
-                e.0 += 1;
-                e.1 += f64::from(*v);
-                if *a == 0 {
-                    e.2 += 1;
-                    e.3 += u64::from(*v < LAA_HU);
-                }
+            let parenchyma = backend.reduce(hu, Some(&mask))?.count;
+            for (m, l) in mask.iter_mut().zip(&low) {
+                *m &= *l;
             }
+            let below = backend.reduce(hu, Some(&mask))?.count;
+            acc[k as usize] = (all.count, all.sum, parenchyma, below);
         }
+        let (r, l) = (acc[1], acc[2]);
+        acc[0] = (r.0 + l.0, r.1 + l.1, r.2 + l.2, r.3 + l.3);
         let names = ["both", "right", "left"];
         let mut out = Vec::new();
         for k in [1, 2, 0] {
@@ -278,6 +282,6 @@ impl Lungs {
                 ..Default::default()
             });
         }
-        out
+        Ok(out)
     }
 }

@@ -14,6 +14,24 @@
 //! the calcium score of a non-gated chest CT is not a calcium-scoring exam (slices are not
 //! 3 mm, the heart moves), so it is scaled by slice spacing / 3 mm and is an indication
 //! only.
+//!
+//! ## Where it runs
+//!
+//! Every step that is a runtime op goes through the [`Backend`] it is given, so on the GPU
+//! backend the volume-wide work runs there; what stays on the host is bookkeeping over
+//! what the ops return, or work local to a few voxels:
+//!
+//! | finding | on the backend | on the host |
+//! |---|---|---|
+//! | body | threshold; labelling (largest component); hole filling per slice; voxel count (reduction) | component sizes; the midline from one slice |
+//! | lungs | thresholds; labelling of the lung air, of each superior slice (trachea) and of the airway lumen (growing from the trachea is the trachea's component); dilation (airway rim); hole filling per slice; masked histogram (parenchyma HU); reductions (volumes, mean HU, %LAA-950) | mask arithmetic; right/left split by component; bounding box; trachea selection |
+//! | nodules | Gaussian second derivatives (the LoG), per scale | crop; block averages; local maxima; verification (growing in a box around each candidate) |
+//! | calcifications | threshold; labelling | component sizes; per-slice Agatston sums |
+//!
+//! The backends agree exactly on everything but the convolutions, whose f32 sums differ
+//! in the last bits, and the GPU's reduction sums (f32 within blocks of 1024): body, lung,
+//! emphysema and calcification findings are the same on both, nodules the same up to a
+//! boundary voxel where a LoG maximum ties (`tests/findings_parity.rs`).
 
 mod body;
 mod calcium;
@@ -150,7 +168,7 @@ pub fn compute(volume: &Volume, backend: &Backend) -> Result<Report> {
                 .to_string(),
         );
     }
-    findings.extend(lungs.findings(hu, &grid));
+    findings.extend(lungs.findings(backend, hu, &grid)?);
     stage("lungs");
 
     findings.extend(nodules::detect(backend, hu, &grid, &lungs)?);

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 
 use wgpu::util::DeviceExt;
 
+use super::gpu_labels::mask_words;
 use super::Dims;
 use crate::error::{Error, Result};
 
@@ -330,21 +331,41 @@ impl Gpu {
 
     /// As [`super::cpu::histogram`] without a mask.
     pub fn histogram(&self, src: &[f32], bins: usize, lo: f32, hi: f32) -> Result<Vec<u64>> {
+        self.histogram_masked(src, None, bins, lo, hi)
+    }
+
+    /// As [`super::cpu::histogram`]: counts of the values where `mask` is set (all of them
+    /// without one) in `bins` equal bins over `[lo, hi)`. The mask goes up as one word per
+    /// voxel beside the values, so a chunk is as many voxels as without it.
+    pub fn histogram_masked(
+        &self,
+        src: &[f32],
+        mask: Option<&[u8]>,
+        bins: usize,
+        lo: f32,
+        hi: f32,
+    ) -> Result<Vec<u64>> {
+        if let Some(m) = mask {
+            assert_eq!(m.len(), src.len());
+        }
         let scale = super::cpu::histogram_scale(bins, lo, hi);
+        let placeholder = self.storage(&[0; 4], "no mask");
         let mut total = vec![0u64; bins];
-        for part in src.chunks(self.chunk()) {
-            let input = self.storage(&f32_bytes(part), "values");
+        for start in (0..src.len()).step_by(self.chunk()) {
+            let range = start..(start + self.chunk()).min(src.len());
+            let input = self.storage(&f32_bytes(&src[range.clone()]), "values");
+            let mask = mask.map(|m| self.storage(&mask_words(&m[range.clone()]), "mask"));
             let counts = self.storage(&vec![0u8; bins * 4], "counts");
             self.run(
                 &self.histogram,
-                part.len() as u64,
-                &[&input, &counts],
+                range.len() as u64,
+                &[&input, mask.as_ref().unwrap_or(&placeholder), &counts],
                 |stride| {
                     self.uniform(&[
-                        part.len() as u32,
+                        range.len() as u32,
                         stride,
                         bins as u32,
-                        0,
+                        u32::from(mask.is_some()),
                         lo.to_bits(),
                         hi.to_bits(),
                         scale.to_bits(),
@@ -353,8 +374,8 @@ impl Gpu {
                 },
             );
             let words = self.read(&counts, (bins * 4) as u64)?;
-            for (t, w) in total.iter_mut().zip(words.chunks_exact(4)) {
-                *t += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            for (t, w) in total.iter_mut().zip(bytes_u32(&words)) {
+                *t += u64::from(w);
             }
         }
         Ok(total)

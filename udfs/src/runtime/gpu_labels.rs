@@ -22,7 +22,9 @@
 //!   itself), and the host joins the components that touch across each cut with
 //!   union-find over the two planes, lower root winning, before numbering. Erosion and
 //!   dilation run on slabs with a halo of as many planes as steps per round (a quarter of
-//!   a slab at most; more steps take more rounds). Hole filling labels the background.
+//!   a slab at most; more steps take more rounds). Hole filling labels the background;
+//!   per slice, it labels it in `label.wgsl`'s planar mode (no joins between slices, so
+//!   no joins at the cuts either) and the components touching a slice's edge are outside.
 
 use super::gpu::{bytes_u32, f32_bytes, gpu_error, u32_bytes, Gpu};
 use super::{Dims, Reduction};
@@ -53,7 +55,7 @@ impl Pipelines {
 }
 
 /// A mask as one little-endian u32 (0 or 1) per voxel.
-fn mask_words(mask: &[u8]) -> Vec<u8> {
+pub(super) fn mask_words(mask: &[u8]) -> Vec<u8> {
     mask.iter()
         .flat_map(|&v| [u8::from(v != 0), 0, 0, 0])
         .collect()
@@ -199,6 +201,12 @@ impl Gpu {
     /// As [`super::labels::label`]: the 6-connected components of `mask`, numbered 1.. in
     /// the raster order of their first voxel, and their count.
     pub fn label(&self, mask: &[u8], dims: Dims) -> Result<(Vec<u32>, u32)> {
+        self.label_components(mask, dims, false)
+    }
+
+    /// [`Gpu::label`], or with `planar` the 4-connected components of each slice on its
+    /// own (no slice joins the next): slabs then need no joining at their cuts.
+    fn label_components(&self, mask: &[u8], dims: Dims, planar: bool) -> Result<(Vec<u32>, u32)> {
         let [nz, ny, nx] = dims;
         let plane = ny * nx;
         let n = nz * plane;
@@ -226,11 +234,12 @@ impl Gpu {
                 .map(|i| if mask[i] != 0 { i as u32 + 1 } else { 0 })
                 .collect();
             let buffer = self.storage(&u32_bytes(&start), "labels");
-            self.propagate(&buffer, count, [ny, nx], base)?;
+            self.propagate(&buffer, count, [ny, nx], base, planar)?;
             labels.extend(bytes_u32(&self.read(&buffer, count as u64 * 4)?));
         }
         // Join the components that meet across each cut between slabs.
-        for cut in (slab..nz).step_by(slab) {
+        let cuts = if planar { 0..0 } else { slab..nz };
+        for cut in cuts.step_by(slab) {
             for k in 0..plane {
                 let (a, b) = ((cut - 1) * plane + k, cut * plane + k);
                 if labels[a] != 0 && labels[b] != 0 {
@@ -252,6 +261,7 @@ impl Gpu {
         count: usize,
         [ny, nx]: [usize; 2],
         base: usize,
+        planar: bool,
     ) -> Result<()> {
         loop {
             let flags = self.storage(&[0; LABEL_BATCH * 4], "changed");
@@ -268,7 +278,7 @@ impl Gpu {
                             base as u32,
                             stride,
                             pass as u32,
-                            0,
+                            u32::from(planar),
                             0,
                         ])
                     },
@@ -287,14 +297,38 @@ impl Gpu {
     /// components with a voxel on the border are outside.
     pub fn fill_holes(&self, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
         let background: Vec<u8> = mask.iter().map(|&v| u8::from(v == 0)).collect();
-        let (labels, count) = self.label(&background, dims)?;
-        let mut outside = vec![false; count as usize + 1];
-        for i in (0..labels.len()).filter(|&i| super::labels::on_border(i, dims)) {
-            outside[labels[i] as usize] = true;
-        }
-        Ok(labels
-            .iter()
-            .map(|&l| u8::from(l == 0 || !outside[l as usize]))
-            .collect())
+        let labelled = self.label(&background, dims)?;
+        Ok(fill_inside(labelled, |i| super::labels::on_border(i, dims)))
     }
+
+    /// As [`super::labels::fill_holes_per_slice`]: the holes of each slice filled on their
+    /// own (4-connected background reaching the slice's edge is outside). The background
+    /// is labelled slice by slice on the GPU (`label.wgsl`'s planar mode); the components
+    /// with a voxel on their slice's edge are outside. (Labelling a slice as a volume of
+    /// one plane would not do for [`Gpu::fill_holes`]: every voxel of it is on that
+    /// volume's border.)
+    pub fn fill_holes_per_slice(&self, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
+        let [_, ny, nx] = dims;
+        let background: Vec<u8> = mask.iter().map(|&v| u8::from(v == 0)).collect();
+        let labelled = self.label_components(&background, dims, true)?;
+        Ok(fill_inside(labelled, |i| {
+            let (y, x) = ((i / nx) % ny, i % nx);
+            y == 0 || x == 0 || y + 1 == ny || x + 1 == nx
+        }))
+    }
+}
+
+/// The filled mask from the labelled background: set where the background is not, and on
+/// the background components that have no voxel where `edge` holds.
+fn fill_inside((labels, count): (Vec<u32>, u32), edge: impl Fn(usize) -> bool) -> Vec<u8> {
+    let mut outside = vec![false; count as usize + 1];
+    for (i, &l) in labels.iter().enumerate() {
+        if l != 0 && edge(i) {
+            outside[l as usize] = true;
+        }
+    }
+    labels
+        .iter()
+        .map(|&l| u8::from(l == 0 || !outside[l as usize]))
+        .collect()
 }

@@ -147,23 +147,45 @@ pub(super) fn on_border(i: usize, dims: Dims) -> bool {
     x == 0 || y == 0 || z == 0 || x + 1 == nx || y + 1 == ny || z + 1 == nz
 }
 
-/// One step of dilation (`grow`) or erosion with the 6-neighbour cross.
+/// One step of dilation (`grow`) or erosion with the 6-neighbour cross: a voxel and its
+/// face neighbours, OR-ed (dilation) or AND-ed (erosion), outside the volume counting as
+/// background (so a border voxel erodes). Plane by plane in parallel, row by row within.
 fn morph_step(mask: &[u8], dims: Dims, grow: bool) -> Vec<u8> {
-    (0..mask.len())
-        .into_par_iter()
-        .map(|i| {
-            if grow {
-                u8::from(mask[i] != 0 || neighbours(i, dims).any(|n| mask[n] != 0))
-            } else {
-                // Outside the volume is background, so a border voxel erodes.
-                u8::from(
-                    mask[i] != 0
-                        && !on_border(i, dims)
-                        && neighbours(i, dims).all(|n| mask[n] != 0),
-                )
+    let [nz, ny, nx] = dims;
+    let plane = ny * nx;
+    let mut out = vec![0u8; mask.len()];
+    if mask.is_empty() {
+        return out;
+    }
+    let combine = |a: bool, b: bool| if grow { a || b } else { a && b };
+    out.par_chunks_mut(plane).enumerate().for_each(|(z, o)| {
+        let at = |dz: usize| &mask[dz * plane..(dz + 1) * plane];
+        let (p, below, above) = (
+            at(z),
+            (z > 0).then(|| at(z - 1)),
+            (z + 1 < nz).then(|| at(z + 1)),
+        );
+        for y in 0..ny {
+            for x in 0..nx {
+                let i = y * nx + x;
+                let set = |m: Option<&[u8]>, j: usize| m.is_some_and(|m| m[j] != 0);
+                let neighbours = [
+                    (x > 0).then(|| i - 1),
+                    (x + 1 < nx).then(|| i + 1),
+                    (y > 0).then(|| i - nx),
+                    (y + 1 < ny).then(|| i + nx),
+                ];
+                let mut v = p[i] != 0;
+                for n in neighbours {
+                    v = combine(v, n.is_some_and(|j| p[j] != 0));
+                }
+                v = combine(v, set(below, i));
+                v = combine(v, set(above, i));
+                o[i] = u8::from(v);
             }
-        })
-        .collect()
+        }
+    });
+    out
 }
 
 /// Binary dilation by the cross, `iterations` times.
@@ -250,19 +272,6 @@ pub fn fill_holes_per_slice(mask: &[u8], dims: Dims) -> Vec<u8> {
             }
         });
     out
-}
-
-/// Keep only the largest component of `mask` (all zero if it is empty).
-pub fn largest_component(mask: &[u8], dims: Dims) -> Vec<u8> {
-    let (labels, count) = label(mask, dims);
-    let sizes = label_sizes(&labels, count);
-    let Some(best) = (1..sizes.len()).max_by_key(|&l| sizes[l]) else {
-        return vec![0; mask.len()];
-    };
-    labels
-        .par_iter()
-        .map(|l| u8::from(*l as usize == best))
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,12 +9,16 @@
 //! |---|---|---|
 //! | separable convolution along an axis (Gaussian, derivatives, LoG) | `cpu` | `gpu` |
 //! | threshold to a mask | `cpu` | `gpu` |
-//! | histograms | `cpu` | `gpu` |
+//! | histograms (masked: [`Backend::histogram_masked`]) | `cpu` | `gpu` |
 //! | reductions (sum, min, max, count; masked) | `cpu` | `gpu_labels` |
 //! | connected components, erosion, dilation, hole filling (3-D) | `labels` | `gpu_labels` |
-//! | hole filling per slice, largest component | `labels` | not yet |
+//! | hole filling per slice (background labelled within each slice) | `labels` | `gpu_labels` |
+//! | largest component ([`largest_component`]: labels on the backend, sizes on the host) | `labels` | `gpu_labels` |
 //! | trilinear resampling to a target spacing | `resample` | `gpu` |
 //! | Hessian eigenvalues (from the Gaussian second derivatives) | `hessian` | `gpu` |
+//!
+//! Host-only helpers, over what the ops return: [`labels::label_sizes`] and
+//! [`labels::neighbours`].
 
 pub mod cpu;
 pub mod gpu;
@@ -127,6 +131,22 @@ impl Backend {
         }
     }
 
+    /// Counts of the values where `mask` is set in `bins` equal bins over `[lo, hi)`:
+    /// [`cpu::histogram`] with a mask. Both backends bin in f32 alike, so the counts agree.
+    pub fn histogram_masked(
+        &self,
+        src: &[f32],
+        mask: &[u8],
+        bins: usize,
+        lo: f32,
+        hi: f32,
+    ) -> Result<Vec<u64>> {
+        match self {
+            Backend::Cpu => Ok(cpu::histogram(src, Some(mask), bins, lo, hi)),
+            Backend::Gpu(g) => g.histogram_masked(src, Some(mask), bins, lo, hi),
+        }
+    }
+
     /// Sum, minimum, maximum and count of the voxels where `mask` is set (all without
     /// one). On the GPU the sum is f32 within blocks of 1024 values, f64 across them.
     pub fn reduce(&self, src: &[f32], mask: Option<&[u8]>) -> Result<Reduction> {
@@ -170,6 +190,32 @@ impl Backend {
             Backend::Gpu(g) => g.fill_holes(mask, dims),
         }
     }
+
+    /// Fill the holes of each slice on its own (4-connected background reaching the
+    /// slice's edge is outside): [`labels::fill_holes_per_slice`].
+    pub fn fill_holes_per_slice(&self, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
+        match self {
+            Backend::Cpu => Ok(labels::fill_holes_per_slice(mask, dims)),
+            Backend::Gpu(g) => g.fill_holes_per_slice(mask, dims),
+        }
+    }
+}
+
+/// Keep only the largest 6-connected component of `mask` (all zero if it is empty; of
+/// equal sizes, the one numbered last): [`Backend::label`], then the sizes counted on the
+/// host. Both backends number alike, so they keep the same component.
+pub fn largest_component(backend: &Backend, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
+    use rayon::prelude::*;
+
+    let (labels, count) = backend.label(mask, dims)?;
+    let sizes = labels::label_sizes(&labels, count);
+    let Some(best) = (1..sizes.len()).max_by_key(|&l| sizes[l]) else {
+        return Ok(vec![0; mask.len()]);
+    };
+    Ok(labels
+        .par_iter()
+        .map(|l| u8::from(*l as usize == best))
+        .collect())
 }
 
 /// Gaussian smoothing (or a derivative of it: `order` per axis, 0–2) with `sigma` voxels

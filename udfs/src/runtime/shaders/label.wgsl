@@ -8,6 +8,9 @@
 // that voxel's label too (hooking), all with atomics, so labels only fall and always name
 // a voxel of the same component. A pass that changes nothing leaves flag `flag` at 0;
 // then every component is labelled with its first voxel in raster order, + 1.
+//
+// With `planar` set, voxels join only within their plane (4-connected): each slice's
+// components on their own, for hole filling slice by slice.
 
 struct Params {
     count: u32,
@@ -16,7 +19,7 @@ struct Params {
     base: u32,
     row_stride: u32,
     flag: u32,
-    _pad0: u32,
+    planar: u32,
     _pad1: u32,
 }
 
@@ -47,8 +50,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (x + 1u < p.nx) { m = lowest(m, i + 1u); }
     if (y > 0u) { m = lowest(m, i - p.nx); }
     if (y + 1u < p.ny) { m = lowest(m, i + p.nx); }
-    if (i >= plane) { m = lowest(m, i - plane); }
-    if (i + plane < p.count) { m = lowest(m, i + plane); }
+    if (p.planar == 0u) {
+        if (i >= plane) { m = lowest(m, i - plane); }
+        if (i + plane < p.count) { m = lowest(m, i + plane); }
+    }
     // Jump: the voxel m names is in this component; its label may be lower still.
     m = min(m, atomicLoad(&labels[m - 1u - p.base]));
     if (m < own) {
