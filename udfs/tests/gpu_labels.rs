@@ -147,6 +147,12 @@ fn gpu_labels_match_the_cpu_backend() {
             assert_eq!(gn, cn, "{what}, limit {limit:?}: component counts");
             assert!(wrong == 0, "{what}, limit {limit:?}: {wrong} labels differ");
         }
+        // Threshold + label as one op (the CPU without a mask): the mask is v >= 125.
+        let v = values(&m);
+        let (g, gn) = gpu.label_threshold(&v, DIMS, 125.0, f32::INFINITY).unwrap();
+        let (c, cn) = cpu.label_threshold(&v, DIMS, 125.0, f32::INFINITY).unwrap();
+        assert_eq!((gn, &g), (cn, &c), "label_threshold, limit {limit:?}");
+        assert_eq!((c, cn), cpu.label(&m, DIMS).unwrap());
     }
 }
 

@@ -119,9 +119,40 @@ fn convolve(
 
 /// Voxels with `lo <= v <= hi`, as 1, others 0.
 pub fn threshold(src: &[f32], lo: f32, hi: f32) -> Vec<u8> {
-    src.par_iter()
-        .map(|v| u8::from(*v >= lo && *v <= hi))
-        .collect()
+    let mut mask = vec![0u8; src.len()];
+    advise_huge_pages(&mask);
+    mask.par_chunks_mut(1 << 16)
+        .zip(src.par_chunks(1 << 16))
+        .for_each(|(m, s)| {
+            for (m, v) in m.iter_mut().zip(s) {
+                *m = u8::from(*v >= lo && *v <= hi);
+            }
+        });
+    mask
+}
+
+/// Ask for a fresh, still untouched output buffer to be backed by transparent huge pages
+/// (`MADV_HUGEPAGE`; Linux, where the kernel has them in `madvise` mode), for buffers of
+/// 8 MiB and more. Its 4 KiB page faults (the kernel zeroing each page) and their unmapping
+/// later are what writing fresh memory costs on the benchmark VM: 0.19 s to write 315 MB
+/// of fresh u32 with 2 threads, 0.036 s with huge pages, 0.017 s into mapped memory. A
+/// hint: contents are never changed, and nothing happens where it is refused.
+pub fn advise_huge_pages<T>(buf: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = std::mem::size_of_val(buf);
+        if bytes >= 8 << 20 {
+            let start = (buf.as_ptr() as usize).next_multiple_of(4096);
+            let end = (buf.as_ptr() as usize + bytes) & !4095;
+            // SAFETY: advice on whole pages inside memory `buf` owns; MADV_HUGEPAGE
+            // changes how they are backed, never what they hold. Failure is harmless.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
 }
 
 /// Sum, minimum, maximum and count of the voxels where `mask` is set (all without one).

@@ -11,7 +11,7 @@
 //! | threshold to a mask | `cpu` | `gpu` |
 //! | histograms (masked: [`Backend::histogram_masked`]) | `cpu` | `gpu` |
 //! | reductions (sum, min, max, count; masked) | `cpu` | `gpu_labels` |
-//! | connected components, erosion, dilation, hole filling (3-D) | `labels` | `gpu_labels` |
+//! | connected components (of a mask, or of a threshold without one), erosion, dilation, hole filling (3-D) | `labels` | `gpu_labels` |
 //! | hole filling per slice (background labelled within each slice) | `labels` | `gpu_labels` |
 //! | largest component ([`largest_component`]: labels on the backend, sizes on the host) | `labels` | `gpu_labels` |
 //! | trilinear resampling to a target spacing | `resample` | `gpu` |
@@ -162,6 +162,22 @@ impl Backend {
         match self {
             Backend::Cpu => Ok(labels::label(mask, dims)),
             Backend::Gpu(g) => g.label(mask, dims),
+        }
+    }
+
+    /// [`Backend::label`] of the mask `lo <= v <= hi` ([`Backend::threshold`]): on the
+    /// CPU without the mask, runs found straight from the values
+    /// ([`labels::label_threshold`]); on the GPU the threshold then the labelling.
+    pub fn label_threshold(
+        &self,
+        src: &[f32],
+        dims: Dims,
+        lo: f32,
+        hi: f32,
+    ) -> Result<(Vec<u32>, u32)> {
+        match self {
+            Backend::Cpu => Ok(labels::label_threshold(src, dims, lo, hi)),
+            Backend::Gpu(g) => g.label(&g.threshold(src, lo, hi)?, dims),
         }
     }
 
