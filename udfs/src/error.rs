@@ -24,6 +24,10 @@ pub enum Error {
         transfer_syntax: String,
         reason: String,
     },
+    /// An ONNX model could not be loaded or run: which node (name and op), attribute or
+    /// input, and why.
+    #[error("model: {0}")]
+    Model(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

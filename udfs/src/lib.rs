@@ -10,6 +10,8 @@
 //!
 //! - `findings`: body, lungs, emphysema, nodule candidates and calcifications of a CT
 //!   volume, by documented classical methods written against the runtime.
+//! - `model`: ONNX models (3-D CNNs) loaded into a graph of checked ops and run on the
+//!   CPU, parity-tested against onnxruntime.
 //! - `phantom`: synthetic chest CT phantoms with known contents, the findings' ground
 //!   truth.
 //!
@@ -18,6 +20,7 @@
 pub mod error;
 pub mod findings;
 pub mod geometry;
+pub mod model;
 pub mod phantom;
 pub mod runtime;
 pub mod volume;

@@ -1,0 +1,191 @@
+"""ONNX test models for medlake's model runtime, and onnxruntime's outputs for them.
+
+Builds each model with the `onnx` package from fixed seeds and random weights, saves
+`<name>.onnx`, an input `<name>.input.npy` and onnxruntime's (CPU provider) output
+`<name>.output.npy` into --out, and onnxruntime's median run time in `<name>.ort.json`.
+
+    python3 tests/oracle/onnx_models.py --out DIR [--size 32] [--runs 5]
+
+Models:
+- `resnet3d`: a 3-D ResNet-18-style encoder (7^3 stride-2 stem, BatchNorm, ReLU, 3^3
+  stride-2 max pool, four stages of two basic blocks, 1^3 strided projections, global
+  average pooling, Flatten, Gemm), on a 1x1xS^3 input (S = --size).
+- `convnet`: a small net over an input of unequal sides: dilated, grouped, strided and
+  asymmetrically padded convolutions, LeakyReLU, Sigmoid, Concat, broadcast Mul and Add,
+  MaxPool, AveragePool with and without count_include_pad, GlobalAveragePool, Reshape,
+  MatMul and Softmax.
+- `segblock`: a MONAI-SegResNet-style residual block with GroupNorm as exported before
+  opset 18, PRelu and InstanceNormalization.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+class Builder:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.nodes = []
+        self.inits = []
+        self.count = 0
+
+    def name(self, prefix):
+        self.count += 1
+        return f"{prefix}_{self.count}"
+
+    def init(self, prefix, array):
+        name = self.name(prefix)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op, inputs, **attrs):
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out + "_node", **attrs))
+        return out
+
+    def conv(self, x, cin, cout, k, stride=1, pad=None, dilation=1, group=1, bias=True, pads=None):
+        fan_in = cin // group * k**3
+        w = self.rng.normal(0, np.sqrt(2.0 / fan_in), (cout, cin // group, k, k, k)).astype(np.float32)
+        inputs = [x, self.init("w", w)]
+        if bias:
+            inputs.append(self.init("b", self.rng.normal(0, 0.1, cout).astype(np.float32)))
+        if pads is None:
+            p = (k // 2) * dilation if pad is None else pad
+            pads = [p] * 6
+        strides = list(stride) if isinstance(stride, (list, tuple)) else [stride] * 3
+        return self.node(
+            "Conv", inputs, kernel_shape=[k] * 3, strides=strides, pads=pads,
+            dilations=[dilation] * 3, group=group,
+        )
+
+    def bn(self, x, c):
+        r = self.rng
+        scale = self.init("gamma", r.uniform(0.5, 1.5, c).astype(np.float32))
+        shift = self.init("beta", r.normal(0, 0.1, c).astype(np.float32))
+        mean = self.init("mean", r.normal(0, 0.1, c).astype(np.float32))
+        var = self.init("var", r.uniform(0.5, 1.5, c).astype(np.float32))
+        return self.node("BatchNormalization", [x, scale, shift, mean, var], epsilon=1e-5)
+
+    def model(self, name, input_shape, output, output_shape):
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)],
+            self.inits,
+        )
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        m.ir_version = 8
+        onnx.checker.check_model(m)
+        return m
+
+
+def resnet3d(size):
+    b = Builder(18)
+    widths = [16, 32, 64, 128]
+    x = b.conv("input", 1, widths[0], 7, stride=2, pad=3, bias=False)
+    x = b.node("Relu", [b.bn(x, widths[0])])
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3, 3], strides=[2, 2, 2], pads=[1] * 6)
+    cin = widths[0]
+    for stage, cout in enumerate(widths):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = b.node("Relu", [b.bn(b.conv(x, cin, cout, 3, stride=stride, bias=False), cout)])
+            y = b.bn(b.conv(y, cout, cout, 3, bias=False), cout)
+            if stride != 1 or cin != cout:
+                x = b.bn(b.conv(x, cin, cout, 1, stride=stride, pad=0, bias=False), cout)
+            x = b.node("Relu", [b.node("Add", [y, x])])
+            cin = cout
+    x = b.node("GlobalAveragePool", [x])
+    x = b.node("Flatten", [x], axis=1)
+    w = b.init("fc_w", b.rng.normal(0, np.sqrt(1.0 / cin), (10, cin)).astype(np.float32))
+    bias = b.init("fc_b", b.rng.normal(0, 0.1, 10).astype(np.float32))
+    x = b.node("Gemm", [x, w, bias], transB=1, alpha=1.0, beta=1.0)
+    return b.model("resnet3d", [1, 1, size, size, size], x, [1, 10]), (1, 1, size, size, size)
+
+
+def convnet():
+    b = Builder(7)
+    shape = (2, 2, 12, 14, 10)
+    a = b.node("LeakyRelu", [b.conv("input", 2, 6, 3)], alpha=0.1)
+    d = b.node("Sigmoid", [b.conv("input", 2, 4, 3, dilation=2, pads=[1, 3, 3, 3, 1, 1])])
+    d = b.node("Sigmoid", [b.conv(d, 4, 4, 1, pad=0)])
+    g = b.node("Relu", [b.conv(a, 6, 6, 3, group=3, bias=False)])
+    x = b.node("Concat", [a, d, g], axis=1)  # 16 channels
+    scale = b.init("scale", b.rng.uniform(0.5, 2.0, (1, 16, 1, 1, 1)).astype(np.float32))
+    x = b.node("Mul", [x, scale])
+    x = b.node("Add", [x, b.init("shift", b.rng.normal(0, 0.2, (1, 16, 1, 1, 1)).astype(np.float32))])
+    x = b.node("MaxPool", [x], kernel_shape=[2, 2, 2], strides=[2, 2, 2])  # 6x7x5
+    p = b.node("AveragePool", [x], kernel_shape=[3, 3, 3], strides=[1, 1, 1], pads=[1] * 6, count_include_pad=1)
+    q = b.node("AveragePool", [x], kernel_shape=[3, 2, 3], strides=[1, 2, 1], pads=[1, 0, 1, 1, 1, 1], count_include_pad=0)
+    x = b.node("Concat", [b.node("Add", [p, x]), q], axis=3)  # rows: 6x7x5 and 6x4x5
+    x = b.conv(x, 16, 8, 3, stride=(2, 1, 2))
+    x = b.node("Relu", [x])
+    x = b.node("GlobalAveragePool", [x])
+    x = b.node("Reshape", [x, b.init("shape", np.array([0, -1], dtype=np.int64))])
+    w = b.init("mm_w", b.rng.normal(0, 0.5, (8, 5)).astype(np.float32))
+    x = b.node("Add", [b.node("MatMul", [x, w]), b.init("mm_b", b.rng.normal(0, 0.1, 5).astype(np.float32))])
+    x = b.node("Softmax", [x], axis=-1)
+    return b.model("convnet", list(shape), x, [2, 5]), shape
+
+
+def segblock():
+    """A MONAI-SegResNet-style residual block: GroupNorm as PyTorch exports it before opset
+    18 (Reshape, InstanceNormalization, Reshape, Mul, Add), PRelu, convolutions,
+    InstanceNormalization with its own scale and bias, a skip Add."""
+    b = Builder(11)
+    shape = (1, 8, 12, 10, 14)
+    c, groups = shape[1], 4
+    x = b.node("Reshape", ["input", b.init("groups", np.array([0, groups, -1], dtype=np.int64))])
+    x = b.node("InstanceNormalization", [x, b.init("ones", np.ones(groups, np.float32)),
+                                         b.init("zeros", np.zeros(groups, np.float32))], epsilon=1e-5)
+    x = b.node("Reshape", [x, b.init("back", np.array(shape, dtype=np.int64))])
+    x = b.node("Mul", [x, b.init("gn_gamma", b.rng.uniform(0.5, 1.5, (c, 1, 1, 1)).astype(np.float32))])
+    x = b.node("Add", [x, b.init("gn_beta", b.rng.normal(0, 0.2, (c, 1, 1, 1)).astype(np.float32))])
+    x = b.node("PRelu", [x, b.init("slope", b.rng.uniform(0.05, 0.3, (c, 1, 1, 1)).astype(np.float32))])
+    x = b.conv(x, c, c, 3)
+    x = b.node("InstanceNormalization", [x, b.init("in_scale", b.rng.uniform(0.5, 1.5, c).astype(np.float32)),
+                                         b.init("in_bias", b.rng.normal(0, 0.2, c).astype(np.float32))], epsilon=1e-5)
+    x = b.node("Relu", [x])
+    x = b.conv(x, c, c, 3)
+    x = b.node("Add", [x, "input"])
+    return b.model("segblock", list(shape), x, list(shape)), shape
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--size", type=int, default=32, help="resnet3d input side")
+    ap.add_argument("--runs", type=int, default=5, help="onnxruntime timing runs")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    for name, (model, shape) in {"resnet3d": resnet3d(args.size), "convnet": convnet(), "segblock": segblock()}.items():
+        path = os.path.join(args.out, f"{name}.onnx")
+        onnx.save(model, path)
+        x = np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        y = sess.run(None, {"input": x})[0]
+        times = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            sess.run(None, {"input": x})
+            times.append(time.perf_counter() - t)
+        np.save(os.path.join(args.out, f"{name}.input.npy"), x)
+        np.save(os.path.join(args.out, f"{name}.output.npy"), y.astype(np.float32))
+        with open(os.path.join(args.out, f"{name}.ort.json"), "w") as f:
+            json.dump({"median_s": float(np.median(times)), "threads": opts.intra_op_num_threads,
+                       "onnxruntime": ort.__version__}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+//! The model runtime's CPU executor against onnxruntime: `tests/oracle/onnx_models.py`
+//! builds the test models (a 3-D ResNet-18-style encoder at 32³, a small conv/pool/concat
+//! net and a SegResNet-style block with GroupNorm, fixed seeds, random weights) and onnxruntime's outputs for them;
+//! ours must agree within 1e-4 of onnxruntime's output range. Without python's onnx and
+//! onnxruntime the test skips, except in CI (`CI=true`), where it fails.
+//!
+//! Also, without python: unsupported ops and attributes fail at load naming the node, and
+//! the memory plan of a small graph, built here with the generated ONNX messages.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::oracle::{python, python_has, read_npy, worst, Scratch};
+use medlake_udfs::model::{onnx, Model, Tensor};
+use prost::Message;
+
+/// onnxruntime's models, inputs and outputs in a scratch directory, or `None` (skip). The
+/// ResNet's input side is 32, or `ONNX_PARITY_SIZE` (64 to time it at the issue's size).
+fn oracle() -> Option<Scratch> {
+    if !python_has("numpy, onnx, onnxruntime") {
+        return None;
+    }
+    let dir = Scratch(std::env::temp_dir().join(format!("medlake-onnx-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let run = std::process::Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oracle/onnx_models.py"))
+        .args(["--out", dir.0.to_str().unwrap()])
+        .args([
+            "--size",
+            &std::env::var("ONNX_PARITY_SIZE").unwrap_or_else(|_| "32".into()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Some(dir)
+}
+
+#[test]
+fn models_match_onnxruntime() {
+    let Some(dir) = oracle() else { return };
+    for name in ["resnet3d", "convnet", "segblock"] {
+        let model = Model::load(&dir.0.join(format!("{name}.onnx"))).unwrap();
+        let x = read_npy(&dir.0.join(format!("{name}.input.npy")));
+        let want = read_npy(&dir.0.join(format!("{name}.output.npy")));
+        let input = Tensor::new(
+            x.shape.clone(),
+            x.values.iter().map(|&v| v as f32).collect(),
+        )
+        .unwrap();
+        let memory = model.memory(std::slice::from_ref(&x.shape)).unwrap();
+        let mut times = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            out = model.run(vec![input.clone()]).unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let ort = std::fs::read_to_string(dir.0.join(format!("{name}.ort.json"))).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].shape, want.shape, "{name}");
+        let (worst, tol) = worst(&out[0].data, &want.values, 1e-4);
+        eprintln!(
+            "{name} {:?}: worst difference from onnxruntime {worst:.3e} (tolerance {tol:.3e}); \
+             CPU run {:.2} ms (median of 3), onnxruntime {ort}; weights {} KiB, peak activations {} KiB",
+            x.shape,
+            times[1] * 1e3,
+            memory.weight_bytes / 1024,
+            memory.peak_activation_bytes / 1024
+        );
+        assert!(worst <= tol, "{name}: worst difference {worst:e} > {tol:e}");
+    }
+}
+
+// Small graphs built with the generated ONNX messages.
+
+fn attr_ints(name: &str, v: &[i64]) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::attribute_proto::AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, v: i64) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn node(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<onnx::AttributeProto>,
+) -> onnx::NodeProto {
+    onnx::NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn weight(name: &str, dims: &[i64], data: Vec<f32>) -> onnx::TensorProto {
+    onnx::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(onnx::tensor_proto::DataType::Float as i32),
+        float_data: data,
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, dims: &[i64]) -> onnx::ValueInfoProto {
+    use onnx::tensor_shape_proto::{dimension::Value, Dimension};
+    let shape = onnx::TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&d| Dimension {
+                value: Some(Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    onnx::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::TypeProto {
+            value: Some(onnx::type_proto::Value::TensorType(
+                onnx::type_proto::Tensor {
+                    elem_type: Some(onnx::tensor_proto::DataType::Float as i32),
+                    shape: Some(shape),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A model of `nodes` from input "x" of `dims` to output "y", serialized.
+fn model_bytes(
+    nodes: Vec<onnx::NodeProto>,
+    initializer: Vec<onnx::TensorProto>,
+    dims: &[i64],
+) -> Vec<u8> {
+    onnx::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(onnx::GraphProto {
+            name: Some("test".into()),
+            node: nodes,
+            initializer,
+            input: vec![value("x", dims)],
+            output: vec![value("y", &[])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Conv weights for 2 -> 4 channels, 1x1x1.
+fn pointwise() -> onnx::TensorProto {
+    weight(
+        "w",
+        &[4, 2, 1, 1, 1],
+        vec![1.0, 0.5, -1.0, 2.0, 0.25, 0.0, 0.0, -3.0],
+    )
+}
+
+#[test]
+fn unsupported_op_fails_at_load_naming_it() {
+    let bytes = model_bytes(
+        vec![
+            node("conv0", "Conv", &["x", "w"], "c", vec![]),
+            node("mystery_node", "Erf", &["c"], "y", vec![]),
+        ],
+        vec![pointwise()],
+        &[1, 2, 4, 4, 4],
+    );
+    let e = Model::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(e.contains("Erf") && e.contains("mystery_node"), "{e}");
+}
+
+#[test]
+fn unsupported_attribute_fails_at_load_naming_it() {
+    let ceil = model_bytes(
+        vec![node(
+            "pool0",
+            "MaxPool",
+            &["x"],
+            "y",
+            vec![
+                attr_ints("kernel_shape", &[2, 2, 2]),
+                attr_int("ceil_mode", 1),
+            ],
+        )],
+        vec![],
+        &[1, 2, 4, 4, 4],
+    );
+    let e = Model::from_bytes(&ceil).unwrap_err().to_string();
+    assert!(
+        e.contains("ceil_mode") && e.contains("pool0") && e.contains("MaxPool"),
+        "{e}"
+    );
+
+    let unknown = model_bytes(
+        vec![node(
+            "conv0",
+            "Conv",
+            &["x", "w"],
+            "y",
+            vec![attr_int("frobnicate", 1)],
+        )],
+        vec![pointwise()],
+        &[1, 2, 4, 4, 4],
+    );
+    let e = Model::from_bytes(&unknown).unwrap_err().to_string();
+    assert!(e.contains("frobnicate") && e.contains("conv0"), "{e}");
+
+    let conv2d = model_bytes(
+        vec![node("conv2d", "Conv", &["x", "w"], "y", vec![])],
+        vec![weight("w", &[4, 2, 1, 1], vec![0.0; 8])],
+        &[1, 2, 4, 4],
+    );
+    let e = Model::from_bytes(&conv2d).unwrap_err().to_string();
+    assert!(e.contains("conv2d") && e.contains("3-D"), "{e}");
+}
+
+#[test]
+fn memory_plan_and_run_of_a_small_graph() {
+    // x (1, 2, 8, 8, 8) -> pointwise Conv to 4 channels -> Relu -> y.
+    let bytes = model_bytes(
+        vec![
+            node("conv0", "Conv", &["x", "w"], "c", vec![]),
+            node("relu0", "Relu", &["c"], "y", vec![]),
+        ],
+        vec![pointwise()],
+        &[1, 2, 8, 8, 8],
+    );
+    let model = Model::from_bytes(&bytes).unwrap();
+    let memory = model.memory(&[vec![1, 2, 8, 8, 8]]).unwrap();
+    assert_eq!(memory.weight_bytes, 8 * 4);
+    // Conv: x (4 KiB) and c (8 KiB) live; Relu: c and y (8 KiB each), x freed.
+    assert_eq!(memory.peak_activation_bytes, 16 * 1024);
+    assert_eq!(memory.peak_node, 1);
+
+    let x: Vec<f32> = (0..1024).map(|i| (i as f32 * 0.37).sin()).collect();
+    let y = model
+        .run(vec![Tensor::new(vec![1, 2, 8, 8, 8], x.clone()).unwrap()])
+        .unwrap();
+    assert_eq!(y[0].shape, vec![1, 4, 8, 8, 8]);
+    let w = [[1.0, 0.5], [-1.0, 2.0], [0.25, 0.0], [0.0, -3.0]];
+    for (m, [w0, w1]) in w.into_iter().enumerate() {
+        for p in 0..512 {
+            let want = (w0 * x[p] + w1 * x[512 + p]).max(0.0);
+            assert!((y[0].data[m * 512 + p] - want).abs() < 1e-6);
+        }
+    }
+    assert!(model
+        .run(vec![
+            Tensor::new(vec![1, 3, 8, 8, 8], vec![0.0; 1536]).unwrap()
+        ])
+        .is_err());
+}
