@@ -324,3 +324,47 @@ async fn ct_findings_computes_in_a_query_and_agrees_with_the_table() {
         .unwrap();
     assert_eq!(common::display_rows(&table, "null"), in_query);
 }
+
+/// A series that grows after its findings were computed is stale: the next run computes it
+/// again and replaces its rows (none are left from the smaller series).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_that_grew_is_computed_again_and_its_rows_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = tmp.path().join("all");
+    let series = medlake::phantoms::PhantomSeries {
+        patient: 1,
+        seed: 4,
+        study: 2,
+        study_date: "20250701",
+        series_number: 3,
+    };
+    let (files, _) = write_phantom_series(&all, &tmp.path().join("truth"), &series).unwrap();
+    // The first 40 slices arrive first (files are named by instance number).
+    let first = tmp.path().join("first");
+    for f in &files[..40] {
+        let to = first.join(f.strip_prefix(&all).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(f, &to).unwrap();
+    }
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    common::ingest(&lake, &[first.as_path()], "demo").await;
+    let opts = ComputeOptions {
+        device: Some("cpu".into()),
+        ..Default::default()
+    };
+    let s1 = compute_findings(&lake, &opts).await.unwrap();
+    assert_eq!((s1.computed, s1.errors), (1, 0), "{s1:?}");
+    let counts = "SELECT DISTINCT instance_count FROM findings";
+    assert_eq!(rows(&lake, counts).await, vec![vec![Some("40".to_string())]]);
+
+    common::ingest(&lake, &[all.as_path()], "demo").await;
+    let s2 = compute_findings(&lake, &opts).await.unwrap();
+    assert_eq!((s2.computed, s2.already_current), (1, 0), "{s2:?}");
+    assert_eq!(
+        rows(&lake, counts).await,
+        vec![vec![Some(files.len().to_string())]]
+    );
+    // One body row: the smaller series' rows are gone.
+    let bodies = rows(&lake, "SELECT count(*) FROM findings WHERE kind = 'body'").await;
+    assert_eq!(bodies, vec![vec![Some("1".to_string())]]);
+}

@@ -166,7 +166,7 @@ pub async fn compute_findings(lake: &Lake, opts: &ComputeOptions) -> Result<Comp
         }
     }
     let mut jobs = Vec::new();
-    let mut stale = Vec::new();
+    let mut stale: HashSet<String> = HashSet::new();
     for b in &selected {
         let collection = crate::lake::text_column(b.column(0))?;
         let uid = crate::lake::text_column(b.column(1))?;
@@ -179,7 +179,9 @@ pub async fn compute_findings(lake: &Lake, opts: &ComputeOptions) -> Result<Comp
                     summary.already_current += 1;
                     continue;
                 }
-                Some(_) => stale.push(series_uid.clone()),
+                Some(_) => {
+                    stale.insert(series_uid.clone());
+                }
                 None if failed.contains(&series_uid) => {
                     summary.already_current += 1;
                     continue;
