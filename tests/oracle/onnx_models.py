@@ -16,6 +16,17 @@ Models:
   MatMul and Softmax.
 - `segblock`: a MONAI-SegResNet-style residual block with GroupNorm as exported before
   opset 18, PRelu and InstanceNormalization.
+- `unet3d`: a small 3-D U-Net on a 1x1x32^3 input: Conv+BatchNorm+ReLU blocks, two
+  MaxPool levels down; up by a stride-2 ConvTranspose on the lower level and by a
+  trilinear Resize (pytorch_half_pixel, as PyTorch exports align_corners=False) and a
+  Conv on the upper one; skip Concats; a 1^3 Conv head.
+- `convtranspose`: grouped, dilated ConvTranspose with unequal strides, asymmetric pads
+  and output_padding over an input of unequal sides, then Resize: nearest (asymmetric,
+  floor, as PyTorch exports nn.Upsample(mode='nearest')) by non-integer scales, linear
+  with align_corners to given sizes, linear half_pixel; and a plain ConvTranspose.
+- `resize`: a chain of Resize nodes through every supported nearest_mode and
+  coordinate_transformation_mode, by scales and by sizes, up and down.
+- `upsample`: Upsample (opset 9), nearest and linear.
 """
 
 import argparse
@@ -75,14 +86,16 @@ class Builder:
         var = self.init("var", r.uniform(0.5, 1.5, c).astype(np.float32))
         return self.node("BatchNormalization", [x, scale, shift, mean, var], epsilon=1e-5)
 
-    def model(self, name, input_shape, output, output_shape):
+    def model(self, name, input_shape, output, output_shape, opset=OPSET):
+        if output_shape is None:
+            output_shape = [f"out{i}" for i in range(len(input_shape))]
         graph = helper.make_graph(
             self.nodes, name,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
             [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)],
             self.inits,
         )
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         m.ir_version = 8
         onnx.checker.check_model(m)
         return m
@@ -160,6 +173,75 @@ def segblock():
     return b.model("segblock", list(shape), x, list(shape)), shape
 
 
+def unet3d():
+    b = Builder(3)
+    shape = (1, 1, 32, 32, 32)
+
+    def block(x, cin, cout):
+        x = b.node("Relu", [b.bn(b.conv(x, cin, cout, 3, bias=False), cout)])
+        return b.node("Relu", [b.bn(b.conv(x, cout, cout, 3, bias=False), cout)])
+
+    e1 = block("input", 1, 8)  # 32^3
+    e2 = block(b.node("MaxPool", [e1], kernel_shape=[2] * 3, strides=[2] * 3), 8, 16)  # 16^3
+    bott = block(b.node("MaxPool", [e2], kernel_shape=[2] * 3, strides=[2] * 3), 16, 32)  # 8^3
+    w = b.rng.normal(0, np.sqrt(1.0 / 32), (32, 16, 2, 2, 2)).astype(np.float32)
+    up = b.node("ConvTranspose", [bott, b.init("wt", w), b.init("bt", b.rng.normal(0, 0.1, 16).astype(np.float32))],
+                kernel_shape=[2] * 3, strides=[2] * 3)
+    d2 = block(b.node("Concat", [up, e2], axis=1), 32, 16)  # 16^3
+    scales = b.init("scales", np.array([1, 1, 2, 2, 2], dtype=np.float32))
+    up = b.node("Resize", [d2, "", scales], mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
+    up = b.conv(up, 16, 8, 3)
+    d1 = block(b.node("Concat", [up, e1], axis=1), 16, 8)  # 32^3
+    x = b.conv(d1, 8, 2, 1, pad=0)
+    return b.model("unet3d", list(shape), x, [1, 2, 32, 32, 32]), shape
+
+
+def convtranspose():
+    b = Builder(5)
+    shape = (2, 4, 5, 6, 7)
+    w = b.rng.normal(0, 0.3, (4, 3, 3, 2, 3)).astype(np.float32)  # group 2: 6 outputs
+    x = b.node("ConvTranspose", ["input", b.init("w", w), b.init("b", b.rng.normal(0, 0.1, 6).astype(np.float32))],
+               kernel_shape=[3, 2, 3], strides=[2, 3, 1], pads=[1, 0, 2, 0, 1, 1],
+               output_padding=[1, 2, 0], dilations=[1, 1, 2], group=2)
+    x = b.node("Relu", [x])
+    near = b.node("Resize", [x, "", b.init("s_near", np.array([1, 1, 1.5, 0.5, 1.7], dtype=np.float32))],
+                  mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    corners = b.node("Resize", [near, "", "", b.init("sizes", np.array([2, 6, 9, 13, 11], dtype=np.int64))],
+                     mode="linear", coordinate_transformation_mode="align_corners")
+    half = b.node("Resize", [corners, "", b.init("s_half", np.array([1, 1, 0.8, 1.5, 1.25], dtype=np.float32))],
+                  mode="linear", coordinate_transformation_mode="half_pixel")
+    w2 = b.rng.normal(0, 0.3, (6, 2, 2, 2, 2)).astype(np.float32)
+    x = b.node("ConvTranspose", [half, b.init("w2", w2)], kernel_shape=[2, 2, 2], strides=[2, 2, 2])
+    return b.model("convtranspose", list(shape), x, [2, 2, 14, 38, 26]), shape
+
+
+def resize():
+    b = Builder(9)
+    shape = (1, 2, 5, 6, 7)
+
+    def resize(x, mode, coord, scales=None, sizes=None, **attrs):
+        ins = [x, "", b.init("scales", np.array(scales, dtype=np.float32)) if scales else ""]
+        if sizes:
+            ins.append(b.init("sizes", np.array(sizes, dtype=np.int64)))
+        return b.node("Resize", ins, mode=mode, coordinate_transformation_mode=coord, **attrs)
+
+    x = resize("input", "nearest", "half_pixel", scales=[1, 1, 2, 1.5, 0.6])  # round_prefer_floor
+    x = resize(x, "nearest", "asymmetric", sizes=[1, 2, 7, 11, 9], nearest_mode="round_prefer_ceil")
+    x = resize(x, "nearest", "align_corners", scales=[1, 1, 1.5, 0.7, 2], nearest_mode="ceil")
+    x = resize(x, "nearest", "pytorch_half_pixel", scales=[1, 1, 0.5, 1.3, 0.75], nearest_mode="floor")
+    x = resize(x, "linear", "asymmetric", scales=[1, 1, 2.5, 1.5, 1.2])
+    x = resize(x, "linear", "pytorch_half_pixel", sizes=[1, 2, 4, 9, 8])
+    return b.model("resize", list(shape), x, None), shape
+
+
+def upsample():
+    b = Builder(10)
+    shape = (1, 2, 4, 5, 6)
+    x = b.node("Upsample", ["input", b.init("s1", np.array([1, 1, 2, 2, 3], dtype=np.float32))], mode="nearest")
+    x = b.node("Upsample", [x, b.init("s2", np.array([1, 1, 1.5, 2, 1], dtype=np.float32))], mode="linear")
+    return b.model("upsample", list(shape), x, None, opset=9), shape
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -169,7 +251,10 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = os.cpu_count() or 1
-    for name, (model, shape) in {"resnet3d": resnet3d(args.size), "convnet": convnet(), "segblock": segblock()}.items():
+    models = {"resnet3d": resnet3d(args.size), "convnet": convnet(), "segblock": segblock(),
+              "unet3d": unet3d(), "convtranspose": convtranspose(), "resize": resize(),
+              "upsample": upsample()}
+    for name, (model, shape) in models.items():
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(model, path)
         x = np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)

@@ -1,6 +1,10 @@
 //! The model runtime's CPU executor against onnxruntime: `tests/oracle/onnx_models.py`
 //! builds the test models (a 3-D ResNet-18-style encoder at 32³, a small conv/pool/concat
-//! net and a SegResNet-style block with GroupNorm, fixed seeds, random weights) and onnxruntime's outputs for them;
+//! net, a SegResNet-style block with GroupNorm, a small 3-D U-Net at 32³ with ConvTranspose,
+//! trilinear Resize and skip Concats, and a ConvTranspose/Resize net with unequal strides,
+//! asymmetric pads, output_padding and groups, a chain of Resize nodes through every
+//! supported mode, and Upsample (opset 9); fixed seeds, random weights) and
+//! onnxruntime's outputs for them;
 //! ours must agree within 1e-4 of onnxruntime's output range. Without python's onnx and
 //! onnxruntime the test skips, except in CI (`CI=true`), where it fails.
 //!
@@ -44,7 +48,15 @@ fn oracle() -> Option<Scratch> {
 #[test]
 fn models_match_onnxruntime() {
     let Some(dir) = oracle() else { return };
-    for name in ["resnet3d", "convnet", "segblock"] {
+    for name in [
+        "resnet3d",
+        "convnet",
+        "segblock",
+        "unet3d",
+        "convtranspose",
+        "resize",
+        "upsample",
+    ] {
         let model = Model::load(&dir.0.join(format!("{name}.onnx"))).unwrap();
         let x = read_npy(&dir.0.join(format!("{name}.input.npy")));
         let want = read_npy(&dir.0.join(format!("{name}.output.npy")));
@@ -94,6 +106,15 @@ fn attr_int(name: &str, v: i64) -> onnx::AttributeProto {
         name: Some(name.into()),
         r#type: Some(onnx::attribute_proto::AttributeType::Int as i32),
         i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn attr_str(name: &str, v: &str) -> onnx::AttributeProto {
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::attribute_proto::AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
         ..Default::default()
     }
 }
@@ -234,6 +255,57 @@ fn unsupported_attribute_fails_at_load_naming_it() {
     );
     let e = Model::from_bytes(&unknown).unwrap_err().to_string();
     assert!(e.contains("frobnicate") && e.contains("conv0"), "{e}");
+
+    // ConvTranspose: output_shape and auto_pad are refused by name.
+    let convt = |attribute| {
+        model_bytes(
+            vec![node("up0", "ConvTranspose", &["x", "w"], "y", attribute)],
+            vec![weight("w", &[2, 1, 2, 2, 2], vec![0.5; 16])],
+            &[1, 2, 4, 4, 4],
+        )
+    };
+    let e = Model::from_bytes(&convt(vec![attr_ints("output_shape", &[8, 8, 8])]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("output_shape") && e.contains("up0") && e.contains("ConvTranspose"),
+        "{e}"
+    );
+    let e = Model::from_bytes(&convt(vec![attr_str("auto_pad", "SAME_UPPER")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("auto_pad=SAME_UPPER") && e.contains("up0"),
+        "{e}"
+    );
+    let y = Model::from_bytes(&convt(vec![attr_ints("strides", &[2, 2, 2])]))
+        .unwrap()
+        .shapes(&[vec![1, 2, 4, 4, 4]])
+        .unwrap();
+    assert_eq!(y, vec![vec![1, 1, 8, 8, 8]]);
+
+    // Resize: unsupported modes are named.
+    let resize = |attribute| {
+        model_bytes(
+            vec![node("up1", "Resize", &["x", "", "s"], "y", attribute)],
+            vec![weight("s", &[5], vec![1.0, 1.0, 2.0, 2.0, 2.0])],
+            &[1, 2, 4, 4, 4],
+        )
+    };
+    for (attr, value) in [
+        ("mode", "cubic"),
+        ("nearest_mode", "bankers"),
+        ("coordinate_transformation_mode", "tf_crop_and_resize"),
+        ("keep_aspect_ratio_policy", "not_larger"),
+    ] {
+        let e = Model::from_bytes(&resize(vec![attr_str(attr, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{attr}={value}")) && e.contains("up1") && e.contains("Resize"),
+            "{e}"
+        );
+    }
 
     let conv2d = model_bytes(
         vec![node("conv2d", "Conv", &["x", "w"], "y", vec![])],

@@ -6,7 +6,10 @@
 
 use rayon::prelude::*;
 
-use super::ops::{axis_index, broadcast, matmul_shape, MatMulShape, Op, Window};
+use super::ops::{
+    axis_index, broadcast, matmul_shape, CoordMode, MatMulShape, NearestMode, Op, ResizeMode,
+    ResizeTarget, Window,
+};
 use super::Tensor;
 
 /// Run one op. The shapes were checked when the run was planned; `out_shape` is the
@@ -14,9 +17,15 @@ use super::Tensor;
 pub(super) fn run(op: &Op, ins: &[&Tensor], out_shape: &[usize]) -> Vec<f32> {
     let x = ins[0];
     match op {
-        Op::Conv { window, group } => {
-            conv3d(x, ins[1], ins.get(2).copied(), window, *group, out_shape)
+        Op::Conv { window, group } => conv3d(&ConvArgs::new(ins, window, *group, out_shape)),
+        Op::ConvTranspose { window, group, .. } => {
+            conv_transpose3d(&ConvArgs::new(ins, window, *group, out_shape))
         }
+        Op::Resize {
+            mode,
+            coord,
+            target,
+        } => resize(x, *mode, *coord, target, out_shape),
         Op::BatchNorm { scale, shift } => {
             let mut out = x.data.clone();
             let plane: usize = x.shape[2..].iter().product();
@@ -310,27 +319,81 @@ pub(super) fn conv_scratch_floats(
     tiles.min(rayon::current_num_threads()) * k * tile
 }
 
-fn conv3d(
-    x: &Tensor,
-    wt: &Tensor,
-    bias: Option<&Tensor>,
-    w: &Window,
+/// A (transposed) convolution's operands and extents: `n` images of `c` channels of
+/// `pin` positions (`[d, h, wd]`) in, `m` channels of `p` positions (`[od, oh, ow]`) out,
+/// `cg` and `mg` channels in and out per group.
+struct ConvArgs<'a> {
+    x: &'a Tensor,
+    wt: &'a Tensor,
+    bias: Option<&'a Tensor>,
+    w: &'a Window,
     group: usize,
-    out_shape: &[usize],
-) -> Vec<f32> {
-    let [n, c, d, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]];
-    let m = out_shape[1];
-    let [od, oh, ow] = [out_shape[2], out_shape[3], out_shape[4]];
-    let (cg, mg) = (c / group, m / group);
-    let k = cg * w.kernel.iter().product::<usize>();
-    let p = od * oh * ow;
-    let pin = d * h * wd;
-    let mut out = vec![0f32; n * m * p];
-    if let Some(b) = bias {
-        out.par_chunks_mut(p)
-            .enumerate()
-            .for_each(|(i, row)| row.fill(b.data[i % m]));
+    n: usize,
+    c: usize,
+    m: usize,
+    cg: usize,
+    mg: usize,
+    input: [usize; 3],
+    output: [usize; 3],
+    pin: usize,
+    p: usize,
+}
+
+impl<'a> ConvArgs<'a> {
+    fn new(ins: &[&'a Tensor], w: &'a Window, group: usize, out_shape: &[usize]) -> Self {
+        let x = ins[0];
+        let (c, m) = (x.shape[1], out_shape[1]);
+        let input = [x.shape[2], x.shape[3], x.shape[4]];
+        let output = [out_shape[2], out_shape[3], out_shape[4]];
+        ConvArgs {
+            x,
+            wt: ins[1],
+            bias: ins.get(2).copied(),
+            w,
+            group,
+            n: x.shape[0],
+            c,
+            m,
+            cg: c / group,
+            mg: m / group,
+            input,
+            output,
+            pin: input.iter().product(),
+            p: output.iter().product(),
+        }
     }
+
+    /// The output, each channel filled with its bias (or zero).
+    fn biased_output(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.n * self.m * self.p];
+        if let Some(b) = self.bias {
+            out.par_chunks_mut(self.p)
+                .enumerate()
+                .for_each(|(i, row)| row.fill(b.data[i % self.m]));
+        }
+        out
+    }
+}
+
+fn conv3d(args: &ConvArgs) -> Vec<f32> {
+    let &ConvArgs {
+        x,
+        wt,
+        bias,
+        w,
+        group,
+        n,
+        c,
+        m,
+        cg,
+        mg,
+        input: [d, h, wd],
+        output: [_, oh, ow],
+        pin,
+        p,
+    } = args;
+    let k = cg * w.kernel.iter().product::<usize>();
+    let mut out = args.biased_output();
     let beta = if bias.is_some() { 1.0 } else { 0.0 };
     let pointwise = is_pointwise(w);
     let tile = if pointwise {
@@ -385,6 +448,214 @@ fn conv3d(
         },
     );
     out
+}
+
+/// Output channels per job of [`conv_transpose3d`]: each job's columns (channels x
+/// kernel x input positions) about [`TILE_FLOATS`], fewer where there would be too few
+/// jobs to keep every thread busy; at least one.
+fn conv_transpose_chunk(kvol: usize, pin: usize, mg: usize, jobs_outside: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    let mut chunk = (TILE_FLOATS / (kvol * pin).max(1)).clamp(1, mg.max(1));
+    while jobs_outside * mg.div_ceil(chunk) < 2 * threads && chunk > 1 {
+        chunk = chunk.div_ceil(2);
+    }
+    chunk
+}
+
+/// The scratch floats [`conv_transpose3d`] allocates at once: one column block per thread.
+pub(super) fn conv_transpose_scratch_floats(x: &[usize], wt: &[usize], group: usize) -> usize {
+    let kvol = wt[2] * wt[3] * wt[4];
+    let pin = x[2] * x[3] * x[4];
+    let (mg, jobs) = (wt[1], x[0] * group);
+    let chunk = conv_transpose_chunk(kvol, pin, mg, jobs);
+    let blocks = jobs * mg.div_ceil(chunk);
+    blocks.min(rayon::current_num_threads()) * chunk * kvol * pin
+}
+
+/// Transposed convolution as GEMM and col2im: for each (image, group, block of output
+/// channels), the columns W^T (channels x kernel, by input channels) times the input (input
+/// channels by input positions), then each column scattered (added) into the output at
+/// its input position times the stride plus its kernel offset, less the begin pads. The
+/// jobs write disjoint output channels.
+fn conv_transpose3d(args: &ConvArgs) -> Vec<f32> {
+    let &ConvArgs {
+        x,
+        wt,
+        w,
+        group,
+        n,
+        c,
+        m,
+        cg,
+        mg,
+        input: [d, h, wd],
+        output: [od, oh, ow],
+        pin,
+        p,
+        ..
+    } = args;
+    let kvol = w.kernel.iter().product::<usize>();
+    let mut out = args.biased_output();
+    let chunk = conv_transpose_chunk(kvol, pin, mg, n * group);
+    let chunks = mg.div_ceil(chunk);
+    let (k, s, pad, dl) = (w.kernel, w.strides, w.pads, w.dilations);
+    let dst = Shared(out.as_mut_ptr());
+    (0..n * group * chunks).into_par_iter().for_each_init(
+        || vec![0f32; chunk * kvol * pin],
+        |cols, job| {
+            let (img, g, t) = (job / (group * chunks), job / chunks % group, job % chunks);
+            let m0 = t * chunk;
+            let mc = chunk.min(mg - m0);
+            let rows = mc * kvol;
+            let src = &x.data[(img * c + g * cg) * pin..(img * c + (g + 1) * cg) * pin];
+            // W^T: row (channel m0 + r / kvol, kernel offset r % kvol), column the input
+            // channel i of the group, at wt[(g * cg + i) * mg * kvol + m0 * kvol + r].
+            let a = &wt.data[(g * cg * mg + m0) * kvol..];
+            // SAFETY: a is rows x cg with row stride 1 and column stride mg * kvol (the
+            // last element, (cg - 1) * mg * kvol + rows - 1, lies inside the group's
+            // weights); src is cg x pin; cols holds at least rows x pin.
+            unsafe {
+                matrixmultiply::sgemm(
+                    rows,
+                    cg,
+                    pin,
+                    1.0,
+                    a.as_ptr(),
+                    1,
+                    (mg * kvol) as isize,
+                    src.as_ptr(),
+                    pin as isize,
+                    1,
+                    0.0,
+                    cols.as_mut_ptr(),
+                    pin as isize,
+                    1,
+                );
+            }
+            // SAFETY: the channels (img, g * mg + m0 .. + mc) of `out` belong to this job
+            // alone.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(dst.at((img * m + g * mg + m0) * p), mc * p)
+            };
+            for (mo, plane) in o.chunks_exact_mut(p).enumerate() {
+                let mut row = mo * kvol;
+                for kz in 0..k[0] {
+                    let off_z = (kz * dl[0]) as i64 - pad[0] as i64;
+                    for ky in 0..k[1] {
+                        let off_y = (ky * dl[1]) as i64 - pad[1] as i64;
+                        for kx in 0..k[2] {
+                            let off_x = (kx * dl[2]) as i64 - pad[2] as i64;
+                            let col = &cols[row * pin..(row + 1) * pin];
+                            let xs = valid_range(wd, s[2], off_x, ow);
+                            for z in valid_range(d, s[0], off_z, od) {
+                                let oz = (z as i64 * s[0] as i64 + off_z) as usize;
+                                for y in valid_range(h, s[1], off_y, oh) {
+                                    let oy = (y as i64 * s[1] as i64 + off_y) as usize;
+                                    let line = &col[(z * h + y) * wd..][..wd];
+                                    let dst = &mut plane[(oz * oh + oy) * ow..][..ow];
+                                    for ix in xs.clone() {
+                                        let ox = (ix as i64 * s[2] as i64 + off_x) as usize;
+                                        dst[ox] += line[ix];
+                                    }
+                                }
+                            }
+                            row += 1;
+                        }
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
+/// The input coordinate of output coordinate `o` along an axis of `len_in` resized to
+/// `len_out` at `scale`, as onnxruntime computes it (in f32).
+fn resize_coordinate(coord: CoordMode, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
+    let o = o as f32;
+    match coord {
+        CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
+        CoordMode::PytorchHalfPixel if len_out > 1 => (o + 0.5) / scale - 0.5,
+        CoordMode::PytorchHalfPixel => 0.0,
+        CoordMode::AlignCorners if len_out == 1 => 0.0,
+        CoordMode::AlignCorners => o * (len_in - 1) as f32 / (len_out - 1) as f32,
+        CoordMode::Asymmetric => o / scale,
+    }
+}
+
+/// Resize one axis at a time (nearest and linear are separable): each axis whose length
+/// or scale changes is resampled from the previous pass's output.
+fn resize(
+    x: &Tensor,
+    mode: ResizeMode,
+    coord: CoordMode,
+    target: &ResizeTarget,
+    out_shape: &[usize],
+) -> Vec<f32> {
+    let mut shape = x.shape.clone();
+    let mut data: Option<Vec<f32>> = None;
+    for a in 0..shape.len() {
+        let (len_in, len_out) = (shape[a], out_shape[a]);
+        let scale = target.scale(a, len_in, len_out);
+        if len_in == len_out && scale == 1.0 {
+            continue;
+        }
+        // Per output coordinate: two input indices and their weights.
+        let taps: Vec<(usize, usize, f32, f32)> = (0..len_out)
+            .map(|o| {
+                let last = len_in - 1;
+                let at = resize_coordinate(coord, o, scale, len_in, len_out);
+                match mode {
+                    ResizeMode::Nearest(round) => {
+                        let at = match round {
+                            // As onnxruntime: ties (x.5) one way, the rest to the nearest.
+                            NearestMode::RoundPreferFloor if at == at.floor() + 0.5 => at.floor(),
+                            NearestMode::RoundPreferCeil if at == at.floor() + 0.5 => at.ceil(),
+                            NearestMode::RoundPreferFloor | NearestMode::RoundPreferCeil => {
+                                at.round()
+                            }
+                            NearestMode::Floor => at.floor(),
+                            NearestMode::Ceil => at.ceil(),
+                        };
+                        let i = (at.max(0.0) as usize).min(last);
+                        (i, i, 1.0, 0.0)
+                    }
+                    ResizeMode::Linear => {
+                        let at = at.clamp(0.0, last as f32);
+                        let i0 = (at as usize).min(last);
+                        let i1 = (i0 + 1).min(last);
+                        if i0 == i1 {
+                            (i0, i1, 0.5, 0.5)
+                        } else {
+                            let f = at - i0 as f32;
+                            (i0, i1, 1.0 - f, f)
+                        }
+                    }
+                }
+            })
+            .collect();
+        let src = data.as_deref().unwrap_or(&x.data);
+        let inner: usize = shape[a + 1..].iter().product();
+        let mut next = vec![0f32; src.len() / len_in * len_out];
+        next.par_chunks_mut(len_out * inner)
+            .zip(src.par_chunks(len_in * inner))
+            .for_each(|(o, s)| {
+                for (j, &(i0, i1, w0, w1)) in taps.iter().enumerate() {
+                    let dst = &mut o[j * inner..(j + 1) * inner];
+                    let (r0, r1) = (&s[i0 * inner..][..inner], &s[i1 * inner..][..inner]);
+                    if w1 == 0.0 {
+                        dst.copy_from_slice(r0);
+                    } else {
+                        for ((v, &p), &q) in dst.iter_mut().zip(r0).zip(r1) {
+                            *v = w0 * p + w1 * q;
+                        }
+                    }
+                }
+            });
+        shape[a] = len_out;
+        data = Some(next);
+    }
+    data.unwrap_or_else(|| x.data.clone())
 }
 
 /// Gather the im2col columns of output positions `p0..p0 + len` of one image and group

@@ -14,17 +14,32 @@
 //!   [`Model::memory`] reports the peak activation memory of that schedule for an input
 //!   shape, from shapes alone.
 //! - **Ops** (ONNX opsets 7–22 semantics, default domain): Conv (3-D: stride, pads,
-//!   dilations, group, bias), BatchNormalization (inference), InstanceNormalization (and so
+//!   dilations, group, bias), ConvTranspose (3-D: strides, pads, dilations,
+//!   output_padding, group, bias; not output_shape, auto_pad only NOTSET), Resize (opset
+//!   11+: nearest with any nearest_mode, linear (trilinear on 3-D images); half_pixel,
+//!   pytorch_half_pixel, align_corners or asymmetric coordinates; constant scales or
+//!   sizes), Upsample (opsets 7–9: nearest or linear, scales of at least 1),
+//!   BatchNormalization (inference), InstanceNormalization (and so
 //!   GroupNorm as PyTorch exports it before opset 18: Reshape, InstanceNormalization,
 //!   Reshape, Mul, Add), Relu, LeakyRelu, PRelu, Sigmoid, Add, Mul (numpy broadcasting),
 //!   Concat, MaxPool and AveragePool (3-D, with count_include_pad; not ceil_mode),
 //!   GlobalAveragePool, Flatten, Reshape (constant shape), Gemm, MatMul, Softmax, and
 //!   Constant and Identity. Convolution is im2col over
-//!   matrixmultiply's SGEMM, split over output tiles with rayon ([`cpu`]).
+//!   matrixmultiply's SGEMM, split over output tiles with rayon; transposed convolution is
+//!   SGEMM (weights transposed by input) then a col2im scatter, split over output-channel
+//!   blocks; Resize runs axis by axis ([`cpu`]).
+//! - **Load-time errors** name the node, the op and the attribute: an op not listed above
+//!   (GroupNormalization, the opset-18 op, among them); Conv and pooling auto_pad other than
+//!   NOTSET or VALID, pooling ceil_mode; ConvTranspose output_shape, auto_pad other than
+//!   NOTSET, output_padding not below its stride or dilation; Resize before opset 11, modes
+//!   other than nearest and linear (cubic), coordinate_transformation_mode
+//!   tf_crop_and_resize, tf_half_pixel_for_nn or half_pixel_symmetric, antialias,
+//!   exclude_outside, axes, keep_aspect_ratio_policy other than stretch, scales or sizes
+//!   that are not initializers; Upsample downsampling; non-3-D convolution weights;
+//!   initializers of types other than float32 and int64, or stored externally.
 //!
 //! There is no GPU path yet: models run on the CPU whatever [`crate::runtime::Backend`]
-//! is chosen. ConvTranspose, GroupNormalization (the opset-18 op) and Resize are not
-//! implemented yet (a load-time error).
+//! is chosen.
 
 pub mod cpu;
 #[allow(clippy::all, missing_docs, rustdoc::all)]

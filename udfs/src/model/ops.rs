@@ -43,6 +43,13 @@ pub enum Op {
         window: Window,
         group: usize,
     },
+    /// Inputs: x (N, C, D, H, W), weight (C, M/group, kd, kh, kw), optional bias (M). The
+    /// window's pads crop the full transposed output; `output_padding` adds to its end.
+    ConvTranspose {
+        window: Window,
+        group: usize,
+        output_padding: [usize; 3],
+    },
     /// Inference BatchNormalization folded into y = x * scale[c] + shift[c].
     BatchNorm {
         scale: Vec<f32>,
@@ -93,6 +100,74 @@ pub enum Op {
         legacy: bool,
     },
     Identity,
+    /// Resize (opset 11+) by constant scales or sizes, each axis separately.
+    Resize {
+        mode: ResizeMode,
+        coord: CoordMode,
+        target: ResizeTarget,
+    },
+}
+
+/// Resize's interpolation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Nearest, rounding the input coordinate by `nearest_mode`.
+    Nearest(NearestMode),
+    /// Linear along each resized axis (trilinear on a 3-D image).
+    Linear,
+}
+
+/// Resize's `nearest_mode` (Upsample's nearest is floor: it only upsamples here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+/// Resize's `coordinate_transformation_mode`: how an output coordinate maps to the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordMode {
+    HalfPixel,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+}
+
+/// Resize's constant target: a scale or an output length per axis.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResizeTarget {
+    Scales(Vec<f32>),
+    Sizes(Vec<usize>),
+}
+
+impl ResizeTarget {
+    /// The output shape for input `x`.
+    pub fn output(&self, x: &[usize]) -> Result<Vec<usize>, String> {
+        let out: Vec<usize> = match self {
+            ResizeTarget::Scales(s) if s.len() == x.len() => x
+                .iter()
+                .zip(s)
+                // As onnxruntime: the f32 product, truncated.
+                .map(|(&d, &s)| (d as f32 * s) as usize)
+                .collect(),
+            ResizeTarget::Sizes(s) if s.len() == x.len() => s.clone(),
+            _ => return Err(format!("{self:?} for an input of rank {}", x.len())),
+        };
+        if out.contains(&0) {
+            return Err(format!("{self:?} makes {x:?} empty ({out:?})"));
+        }
+        Ok(out)
+    }
+
+    /// The scale along axis `a` from `len_in` to `len_out`: as given, or their ratio.
+    pub fn scale(&self, a: usize, len_in: usize, len_out: usize) -> f32 {
+        match self {
+            ResizeTarget::Scales(s) => s[a],
+            ResizeTarget::Sizes(_) => len_out as f32 / len_in as f32,
+        }
+    }
 }
 
 impl Op {
@@ -100,6 +175,8 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Conv { .. } => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::Resize { .. } => "Resize",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::InstanceNorm { .. } => "InstanceNormalization",
             Op::PRelu => "PRelu",
@@ -135,6 +212,9 @@ impl Op {
             Op::Conv { window, group } => {
                 super::cpu::conv_scratch_floats(ins[0], ins[1], out, window, *group) * 4
             }
+            Op::ConvTranspose { group, .. } => {
+                super::cpu::conv_transpose_scratch_floats(ins[0], ins[1], *group) * 4
+            }
             _ => 0,
         }
     }
@@ -161,6 +241,47 @@ impl Op {
                 let s = window.output(&x[2..])?;
                 Ok(vec![x[0], w[0], s[0], s[1], s[2]])
             }
+            Op::ConvTranspose {
+                window,
+                group,
+                output_padding,
+            } => {
+                let w = ins[1];
+                if x.len() != 5 {
+                    return Err(format!("input {x:?} is not 5-D (N, C, D, H, W)"));
+                }
+                if x[1] != w[0] || !w[0].is_multiple_of(*group) {
+                    return Err(format!(
+                        "input {x:?}, weight {w:?} and group {group} do not agree"
+                    ));
+                }
+                let m = w[1] * group;
+                if let Some(b) = ins.get(2) {
+                    if b.iter().product::<usize>() != m {
+                        return Err(format!("bias {b:?} for {m} output channels"));
+                    }
+                }
+                let mut out = vec![x[0], m, 0, 0, 0];
+                for a in 0..3 {
+                    if x[2 + a] == 0 {
+                        return Err(format!("input {x:?} is empty"));
+                    }
+                    let full = window.strides[a] * (x[2 + a] - 1)
+                        + output_padding[a]
+                        + (window.kernel[a] - 1) * window.dilations[a]
+                        + 1;
+                    let crop = window.pads[a] + window.pads[a + 3];
+                    if full <= crop {
+                        return Err(format!(
+                            "pads {:?} crop the whole output of input {x:?}",
+                            window.pads
+                        ));
+                    }
+                    out[2 + a] = full - crop;
+                }
+                Ok(out)
+            }
+            Op::Resize { target, .. } => target.output(x),
             Op::MaxPool { window } | Op::AveragePool { window, .. } => {
                 if x.len() != 5 {
                     return Err(format!("input {x:?} is not 5-D (N, C, D, H, W)"));
@@ -514,31 +635,53 @@ pub(super) fn parse(
     let (op, used) = match n.op_type() {
         "Conv" => {
             need(2)?;
-            let w = weight(consts, 1, "the weight")?;
-            if w.shape.len() != 5 {
+            let (window, group, used) = conv_node(&mut at, n, consts, "convolution")?;
+            (Op::Conv { window, group }, used)
+        }
+        "ConvTranspose" => {
+            need(2)?;
+            if at.ints("output_shape")?.is_some() {
+                return Err(
+                    "attribute output_shape is not supported (give pads and output_padding)".into(),
+                );
+            }
+            let auto_pad = at.string("auto_pad", "NOTSET")?;
+            if auto_pad != "NOTSET" {
                 return Err(format!(
-                    "weight {:?}: only 3-D convolution (5-D weight) is supported",
-                    w.shape
+                    "attribute auto_pad={auto_pad} is not supported (only NOTSET)"
                 ));
             }
-            let window = window(&mut at, Some([w.shape[2], w.shape[3], w.shape[4]]))?;
-            let group = at.int("group", 1)?;
-            if group < 1 {
-                return Err(format!("attribute group={group}"));
-            }
-            let used = if inputs > 2 && !n.input[2].is_empty() {
-                3
-            } else {
-                2
+            let (window, group, used) = conv_node(&mut at, n, consts, "transposed convolution")?;
+            let output_padding = match at.ints("output_padding")? {
+                None => [0; 3],
+                Some(v) if v.len() == 3 && v.iter().all(|&p| p >= 0) => {
+                    [v[0], v[1], v[2]].map(|p| p as usize)
+                }
+                Some(v) => {
+                    return Err(format!(
+                        "attribute output_padding={v:?}: three values >= 0 expected"
+                    ))
+                }
             };
+            for a in 0..3 {
+                if output_padding[a] >= window.strides[a].max(window.dilations[a]) {
+                    return Err(format!(
+                        "attribute output_padding={output_padding:?}: each must be below its \
+                         stride or dilation"
+                    ));
+                }
+            }
             (
-                Op::Conv {
+                Op::ConvTranspose {
                     window,
-                    group: group as usize,
+                    group,
+                    output_padding,
                 },
                 used,
             )
         }
+        "Resize" => (resize(&mut at, n, opset, consts)?, 1),
+        "Upsample" => (upsample(&mut at, opset, consts)?, 1),
         "BatchNormalization" => {
             need(5)?;
             let epsilon = at.float("epsilon", 1e-5)?;
@@ -656,6 +799,155 @@ pub(super) fn parse(
     need(used.max(1))?;
     at.finish()?;
     Ok((op, used))
+}
+
+/// A Conv or ConvTranspose node's window (its kernel from the 5-D weight), group, and
+/// the number of inputs it reads (3 with a bias).
+fn conv_node(
+    at: &mut Attributes,
+    n: &NodeProto,
+    consts: &[Option<&Constant>],
+    what: &str,
+) -> Result<(Window, usize, usize), String> {
+    let w = weight(consts, 1, "the weight")?;
+    if w.shape.len() != 5 {
+        return Err(format!(
+            "weight {:?}: only 3-D {what} (5-D weight) is supported",
+            w.shape
+        ));
+    }
+    let window = window(at, Some([w.shape[2], w.shape[3], w.shape[4]]))?;
+    let group = at.int("group", 1)?;
+    if group < 1 {
+        return Err(format!("attribute group={group}"));
+    }
+    let used = if n.input.len() > 2 && !n.input[2].is_empty() {
+        3
+    } else {
+        2
+    };
+    Ok((window, group as usize, used))
+}
+
+/// Resize's attributes and its constant scales or sizes.
+fn resize(
+    at: &mut Attributes,
+    n: &NodeProto,
+    opset: i64,
+    consts: &[Option<&Constant>],
+) -> Result<Op, String> {
+    if opset < 11 {
+        return Err(format!(
+            "Resize of opset {opset} is not supported (11 and later)"
+        ));
+    }
+    let mode = match at.string("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest(
+            match at.string("nearest_mode", "round_prefer_floor")?.as_str() {
+                "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                "floor" => NearestMode::Floor,
+                "ceil" => NearestMode::Ceil,
+                other => {
+                    return Err(format!(
+                        "attribute nearest_mode={other} is not supported (round_prefer_floor, \
+                         round_prefer_ceil, floor, ceil)"
+                    ))
+                }
+            },
+        ),
+        "linear" => ResizeMode::Linear,
+        other => {
+            return Err(format!(
+                "attribute mode={other} is not supported (nearest, linear)"
+            ))
+        }
+    };
+    let coord = match at
+        .string("coordinate_transformation_mode", "half_pixel")?
+        .as_str()
+    {
+        "half_pixel" => CoordMode::HalfPixel,
+        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
+        "align_corners" => CoordMode::AlignCorners,
+        "asymmetric" => CoordMode::Asymmetric,
+        other => {
+            return Err(format!(
+                "attribute coordinate_transformation_mode={other} is not supported \
+                 (half_pixel, pytorch_half_pixel, align_corners, asymmetric)"
+            ))
+        }
+    };
+    at.float("cubic_coeff_a", -0.75)?; // cubic only
+    at.float("extrapolation_value", 0.0)?; // tf_crop_and_resize only
+    at.only("exclude_outside", 0)?;
+    at.only("antialias", 0)?;
+    match at.string("keep_aspect_ratio_policy", "stretch")?.as_str() {
+        "stretch" => {}
+        other => {
+            return Err(format!(
+                "attribute keep_aspect_ratio_policy={other} is not supported (only stretch)"
+            ))
+        }
+    }
+    let given = |i: usize| n.input.get(i).is_some_and(|x| !x.is_empty());
+    let scales = match (given(2), consts.get(2).copied().flatten()) {
+        (false, _) => None,
+        (true, Some(Constant::F32(t))) if t.data.is_empty() => None,
+        (true, Some(Constant::F32(t))) if t.data.iter().all(|&s| s > 0.0) => Some(t.data.clone()),
+        _ => return Err("scales (input 2) must be a float initializer of positive values".into()),
+    };
+    let sizes = match (given(3), consts.get(3).copied().flatten()) {
+        (false, _) => None,
+        (true, Some(Constant::I64(v))) if v.iter().all(|&s| s > 0) => {
+            Some(v.iter().map(|&s| s as usize).collect())
+        }
+        _ => return Err("sizes (input 3) must be an int64 initializer of positive values".into()),
+    };
+    let target = match (scales, sizes) {
+        (Some(s), None) => ResizeTarget::Scales(s),
+        (None, Some(s)) => ResizeTarget::Sizes(s),
+        _ => return Err("exactly one of scales (input 2) and sizes (input 3) expected".into()),
+    };
+    Ok(Op::Resize {
+        mode,
+        coord,
+        target,
+    })
+}
+
+/// Upsample (opsets 7 to 9): asymmetric coordinates, nearest (floor) or linear, by
+/// constant scales of at least 1 (an attribute before opset 9, input 1 from it).
+fn upsample(at: &mut Attributes, opset: i64, consts: &[Option<&Constant>]) -> Result<Op, String> {
+    let scales = if opset < 9 {
+        at.take("scales", AttributeType::Floats)?
+            .map(|a| a.floats.clone())
+            .ok_or("attribute scales is required")?
+    } else {
+        match consts.get(1).copied().flatten() {
+            Some(Constant::F32(t)) => t.data.clone(),
+            _ => return Err("scales (input 1) must be a float initializer".into()),
+        }
+    };
+    if scales.iter().any(|&s| s < 1.0) {
+        return Err(format!(
+            "scales {scales:?}: downsampling by Upsample is not supported"
+        ));
+    }
+    let mode = match at.string("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest(NearestMode::Floor),
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => {
+            return Err(format!(
+                "attribute mode={other} is not supported (nearest, linear)"
+            ))
+        }
+    };
+    Ok(Op::Resize {
+        mode,
+        coord: CoordMode::Asymmetric,
+        target: ResizeTarget::Scales(scales),
+    })
 }
 
 /// A Constant node's tensor (its `value` attribute).
