@@ -355,7 +355,10 @@ async fn a_series_that_grew_is_computed_again_and_its_rows_replaced() {
     let s1 = compute_findings(&lake, &opts).await.unwrap();
     assert_eq!((s1.computed, s1.errors), (1, 0), "{s1:?}");
     let counts = "SELECT DISTINCT instance_count FROM findings";
-    assert_eq!(rows(&lake, counts).await, vec![vec![Some("40".to_string())]]);
+    assert_eq!(
+        rows(&lake, counts).await,
+        vec![vec![Some("40".to_string())]]
+    );
 
     common::ingest(&lake, &[all.as_path()], "demo").await;
     let s2 = compute_findings(&lake, &opts).await.unwrap();
