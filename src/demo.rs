@@ -43,6 +43,10 @@ pub const COHORTS: &[(&str, &str)] = &[
         "large_nodule_not_in_report",
         include_str!("../sql/cohorts/large_nodule_not_in_report.sql"),
     ),
+    (
+        "series_most_similar_to_a_nodule_series",
+        include_str!("../sql/cohorts/series_most_similar_to_a_nodule_series.sql"),
+    ),
 ];
 
 /// A file that marks a folder as a demo lake, so the demo may rebuild it.
@@ -145,6 +149,22 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         "CT findings: {} series computed ({} findings, {} errors) on {} in {:.1} s, lake \
          version {}",
         cs.computed, cs.findings, cs.errors, cs.backend, cs.seconds, cs.lake_version
+    )
+    .map_err(w)?;
+    let eopts =
+        crate::compute::embeddings::EmbedOptions::new(medlake_udfs::embedding::builtin::NAME);
+    let es = crate::compute::embeddings::compute_embeddings(&lake, &eopts).await?;
+    writeln!(
+        out,
+        "Embeddings ({}, {} values each): {} series computed ({} errors) on {} in {:.1} s, \
+         lake version {}",
+        es.model,
+        es.dim.unwrap_or(0),
+        es.computed,
+        es.errors,
+        es.backend,
+        es.seconds,
+        es.lake_version
     )
     .map_err(w)?;
     let session = crate::session::open_session(&lake, None).await?;

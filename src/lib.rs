@@ -20,6 +20,7 @@ pub mod functions;
 pub mod genomics;
 pub mod ingest;
 pub mod lake;
+pub mod models;
 pub mod optimize;
 pub mod phantoms;
 pub mod search;

@@ -17,6 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::ingest::dicom::columns::time_columns;
 use crate::lake::{AsOf, Lake, LAKE_LOG};
+use crate::tables::MODELS;
 
 /// A session over a lake, and what it read.
 pub struct LakeSession {
@@ -100,7 +101,15 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
     };
     let reports_index = reports_index(&ctx, lake, &table_versions).await?;
     register_views(&ctx, &table_versions).await?;
-    crate::functions::register_lake(&ctx, lake, lake_version, &table_versions, reports_index);
+    let models = crate::models::registered_at(lake, table_versions.get(MODELS).copied()).await?;
+    crate::functions::register_lake(
+        &ctx,
+        lake,
+        lake_version,
+        &table_versions,
+        reports_index,
+        Arc::new(models),
+    );
     Ok(LakeSession {
         ctx,
         lake_version,

@@ -28,6 +28,12 @@ pub const FINDINGS: &str = "findings";
 /// Series whose findings could not be computed, and why.
 pub const COMPUTE_ERRORS: &str = "compute_errors";
 
+/// Registered models: name, sha256, preprocessing and output, from `medlake model add`
+/// (and the built-in model, once used).
+pub const MODELS: &str = "models";
+/// One vector per (series, model), from `medlake compute embeddings`.
+pub const EMBEDDINGS: &str = "embeddings";
+
 /// Every table medlake knows, for lakes whose folders cannot be listed cheaply.
 pub const ALL: &[&str] = &[
     INSTANCES,
@@ -45,5 +51,7 @@ pub const ALL: &[&str] = &[
     VCF_FILES,
     FINDINGS,
     COMPUTE_ERRORS,
+    MODELS,
+    EMBEDDINGS,
     crate::lake::LAKE_LOG,
 ];

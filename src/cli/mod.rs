@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::ingest::dicom::{ingest_dicom, DicomIngestOptions};
 use crate::lake::{AsOf, Lake};
+use crate::Error;
 
 pub use output::Format;
 
@@ -43,6 +44,9 @@ pub enum Command {
     /// Compute derived tables from the images.
     #[command(subcommand)]
     Compute(ComputeCommand),
+    /// Register ONNX models in the lake (listed in the `models` table).
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Build a small deterministic demo lake from generated CT series and run the example
     /// cohorts in sql/cohorts/ on it.
     Demo,
@@ -68,6 +72,63 @@ pub enum ComputeCommand {
         /// Series per commit.
         #[arg(long, default_value_t = 16)]
         commit_every: usize,
+    },
+    /// Embeddings (the image feature library) into the `embeddings` table: one vector
+    /// per CT or MR series for the model. Only series without a current vector are
+    /// computed; those the model cannot take go to `compute_errors`.
+    Embeddings {
+        /// A model from `models` (see `medlake model add`), or the built-in
+        /// training-free filter bank.
+        #[arg(long, default_value = medlake_udfs::embedding::builtin::NAME)]
+        model: String,
+        /// A SQL predicate on `series` columns: which series to consider.
+        #[arg(long = "where", value_name = "PREDICATE")]
+        predicate: Option<String>,
+        /// Where the model runs: cpu, gpu or auto. Default: MEDLAKE_DEVICE, else auto.
+        #[arg(long, value_parser = ["cpu", "gpu", "auto"])]
+        device: Option<String>,
+        /// Retry series already recorded in `compute_errors` for this model.
+        #[arg(long)]
+        retry_errors: bool,
+        /// Series per commit.
+        #[arg(long, default_value_t = 16)]
+        commit_every: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Check an ONNX model (every op supported), store it in the lake and record it, with
+    /// how series are prepared for it, in `models`. Adding a name again replaces it.
+    Add {
+        /// The name SQL uses: embed(uid, 'name'), predict(uid, 'name').
+        name: String,
+        /// The ONNX file (opsets 7-22; ops listed in ARCHITECTURE.md).
+        file: String,
+        /// Resample to this spacing first: one value (isotropic) or z,y,x in mm.
+        #[arg(long, value_name = "MM")]
+        spacing: Option<String>,
+        /// Clip to lo,hi (HU for CT) and scale that range to 0..1.
+        #[arg(
+            long,
+            value_name = "LO,HI",
+            conflicts_with = "normalize",
+            allow_hyphen_values = true
+        )]
+        window: Option<String>,
+        /// Intensity normalization: none, zscore (per volume), or MEAN,STD.
+        #[arg(long, value_name = "none|zscore|MEAN,STD", allow_hyphen_values = true)]
+        normalize: Option<String>,
+        /// The input grid D,H,W after cropping or padding (fixes the output length, which
+        /// embed() needs).
+        #[arg(long, value_name = "D,H,W")]
+        size: Option<String>,
+        /// Where to crop or pad to --size: around the volume's center, or around the body.
+        #[arg(long, value_parser = ["center", "mask"], default_value = "center")]
+        crop: String,
+        /// The graph output to read (default: the first).
+        #[arg(long, value_name = "NODE")]
+        output: Option<String>,
     },
 }
 
@@ -429,12 +490,172 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Compute(ComputeCommand::Embeddings {
+            model,
+            predicate,
+            device,
+            retry_errors,
+            commit_every,
+        }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let opts = crate::compute::embeddings::EmbedOptions {
+                model,
+                run: crate::compute::ComputeOptions {
+                    predicate,
+                    device,
+                    retry_errors,
+                    progress: std::io::stderr().is_terminal(),
+                    commit_every,
+                },
+            };
+            let s = crate::compute::embeddings::compute_embeddings(&lake, &opts).await?;
+            println!(
+                "{} CT/MR series selected: {} computed, {} already current, {} errors (see \
+                 compute_errors); model {} (sha256 {}), backend {}, {:.2} s; lake version {}",
+                s.series_selected,
+                s.computed,
+                s.already_current,
+                s.errors,
+                s.model,
+                &s.model_sha256[..12],
+                s.backend,
+                s.seconds,
+                s.lake_version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model(ModelCommand::Add {
+            name,
+            file,
+            spacing,
+            window,
+            normalize,
+            size,
+            crop,
+            output,
+        }) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let preprocess = preprocess_args(
+                spacing.as_deref(),
+                window.as_deref(),
+                normalize.as_deref(),
+                size.as_deref(),
+                &crop,
+            )?;
+            let add = crate::models::AddModel {
+                name,
+                path: file,
+                preprocess,
+                output,
+            };
+            let (entry, wrote) = crate::models::add_model(&lake, &add).await?;
+            println!(
+                "model {} (sha256 {}) {}; input: {}; output: {} ({})",
+                entry.name,
+                entry.sha256,
+                if wrote {
+                    "recorded"
+                } else {
+                    "already recorded, unchanged"
+                },
+                entry.preprocess.describe(),
+                entry.output.as_deref().unwrap_or("the first graph output"),
+                entry
+                    .output_dim
+                    .map_or("length per series".to_string(), |d| format!("{d} values")),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo => {
             let lake_dir = cli.lake.unwrap_or_else(|| DEFAULT_DEMO_LAKE.to_string());
             crate::demo::run(std::path::Path::new(&lake_dir), &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `model add`'s preprocessing options.
+fn preprocess_args(
+    spacing: Option<&str>,
+    window: Option<&str>,
+    normalize: Option<&str>,
+    size: Option<&str>,
+    crop: &str,
+) -> crate::Result<medlake_udfs::embedding::Preprocess> {
+    use medlake_udfs::embedding::{Crop, Normalize, Preprocess};
+    fn numbers<T: std::str::FromStr>(flag: &str, v: &str) -> crate::Result<Vec<T>> {
+        v.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .map_err(|_| Error::Invalid(format!("{flag} {v:?}: {x:?} is not a number")))
+            })
+            .collect()
+    }
+    let spacing_mm = match spacing {
+        None => None,
+        Some(v) => {
+            let s: Vec<f64> = numbers("--spacing", v)?;
+            if s.iter().any(|x| !(*x > 0.0 && x.is_finite())) {
+                return Err(Error::Invalid(format!("--spacing {v:?}: must be positive")));
+            }
+            match s.as_slice() {
+                [x] => Some([*x; 3]),
+                [z, y, x] => Some([*z, *y, *x]),
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "--spacing {v:?}: one value or z,y,x"
+                    )))
+                }
+            }
+        }
+    };
+    let (window, mut normalize_spec) = match window {
+        None => (None, Normalize::None),
+        Some(v) => match numbers::<f32>("--window", v)?.as_slice() {
+            [lo, hi] if lo < hi => (Some([*lo, *hi]), Normalize::Scale { lo: *lo, hi: *hi }),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "--window {v:?}: expected LO,HI with LO < HI"
+                )))
+            }
+        },
+    };
+    if let Some(v) = normalize {
+        normalize_spec = match v {
+            "none" => Normalize::None,
+            "zscore" => Normalize::ZScore,
+            other => match numbers::<f32>("--normalize", other)?.as_slice() {
+                [mean, std] if *std > 0.0 => Normalize::MeanStd {
+                    mean: *mean,
+                    std: *std,
+                },
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "--normalize {v:?}: none, zscore or MEAN,STD (STD > 0)"
+                    )))
+                }
+            },
+        };
+    }
+    let size = match size {
+        None => None,
+        Some(v) => match numbers::<usize>("--size", v)?.as_slice() {
+            [d, h, w] if *d > 0 && *h > 0 && *w > 0 => Some([*d, *h, *w]),
+            _ => return Err(Error::Invalid(format!("--size {v:?}: expected D,H,W"))),
+        },
+    };
+    Ok(Preprocess {
+        spacing_mm,
+        window,
+        normalize: normalize_spec,
+        size,
+        crop: if crop == "mask" {
+            Crop::Mask
+        } else {
+            Crop::Center
+        },
+    })
 }
 
 impl std::fmt::Display for Format {

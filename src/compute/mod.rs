@@ -14,6 +14,7 @@
 //! - **Errors are rows.** A series that is not one volume, or whose files cannot be read
 //!   or decoded, gets a `compute_errors` row with the reason; the run goes on.
 
+pub mod embeddings;
 pub(crate) mod tables;
 
 use std::collections::{HashMap, HashSet};
@@ -22,7 +23,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use medlake_udfs::findings::{self, METHOD_VERSION};
 use medlake_udfs::runtime::Backend;
-use medlake_udfs::volume::{assemble, read_image, Input};
+use medlake_udfs::volume::{assemble, read_image, Input, Volume};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use url::Url;
@@ -76,7 +77,7 @@ pub struct ComputeSummary {
 }
 
 impl ComputeSummary {
-    fn add_stage(&mut self, name: &str, seconds: f64) {
+    pub(crate) fn add_stage(&mut self, name: &str, seconds: f64) {
         match self.stages.iter_mut().find(|(n, _)| n == name) {
             Some((_, s)) => *s += seconds,
             None => self.stages.push((name.to_string(), seconds)),
@@ -85,10 +86,10 @@ impl ComputeSummary {
 }
 
 /// One series to compute.
-struct Job {
-    collection: String,
-    series_uid: String,
-    instance_count: i64,
+pub(crate) struct Job {
+    pub collection: String,
+    pub series_uid: String,
+    pub instance_count: i64,
 }
 
 /// One series that could not be computed.
@@ -126,105 +127,23 @@ pub async fn compute_findings(lake: &Lake, opts: &ComputeOptions) -> Result<Comp
         summary.lake_version = lake.record_version("compute findings").await?.lake_version;
         return Ok(summary);
     }
-    let predicate = opts.predicate.as_deref().unwrap_or("TRUE");
-    let selected = ctx
-        .sql(&format!(
-            "SELECT collection, \"SeriesInstanceUID\", instance_count FROM series \
-             WHERE \"Modality\" = 'CT' AND ({predicate}) \
-             ORDER BY collection, \"SeriesInstanceUID\""
-        ))
-        .await
-        .map_err(|e| Error::Invalid(format!("--where {predicate:?}: {e}")))?
-        .collect()
-        .await?;
-    // Series current under this method version: uid → instances they were computed from.
-    let mut current: HashMap<String, i64> = HashMap::new();
-    if session.table_versions.contains_key(FINDINGS) {
-        let sql = format!(
-            "SELECT DISTINCT \"SeriesInstanceUID\", instance_count FROM {FINDINGS} \
-             WHERE method_version = '{METHOD_VERSION}'"
-        );
-        for b in ctx.sql(&sql).await?.collect().await? {
-            let uid = crate::lake::text_column(b.column(0))?;
-            let n = int64_column(b.column(1))?;
-            for i in 0..b.num_rows() {
-                current.insert(uid.value(i).to_string(), n.value(i));
-            }
-        }
-    }
-    let mut failed: HashSet<String> = HashSet::new();
-    if !opts.retry_errors && session.table_versions.contains_key(COMPUTE_ERRORS) {
-        let sql = format!(
-            "SELECT DISTINCT \"SeriesInstanceUID\" FROM {COMPUTE_ERRORS} \
-             WHERE method_version = '{METHOD_VERSION}'"
-        );
-        for b in ctx.sql(&sql).await?.collect().await? {
-            let uid = crate::lake::text_column(b.column(0))?;
-            for i in 0..b.num_rows() {
-                failed.insert(uid.value(i).to_string());
-            }
-        }
-    }
-    let mut jobs = Vec::new();
-    let mut stale: HashSet<String> = HashSet::new();
-    for b in &selected {
-        let collection = crate::lake::text_column(b.column(0))?;
-        let uid = crate::lake::text_column(b.column(1))?;
-        let count = int64_column(b.column(2))?;
-        for i in 0..b.num_rows() {
-            summary.series_selected += 1;
-            let series_uid = uid.value(i).to_string();
-            match current.get(&series_uid) {
-                Some(n) if *n == count.value(i) => {
-                    summary.already_current += 1;
-                    continue;
-                }
-                Some(_) => {
-                    stale.insert(series_uid.clone());
-                }
-                None if failed.contains(&series_uid) => {
-                    summary.already_current += 1;
-                    continue;
-                }
-                None => {}
-            }
-            jobs.push(Job {
-                collection: collection.value(i).to_string(),
-                series_uid,
-                instance_count: count.value(i),
-            });
-        }
-    }
-    let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new(jobs.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} series  {per_sec}  {msg}  ETA {eta}",
-            )
-            .expect("the template is valid"),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let plan = plan_jobs(
+        &session,
+        "\"Modality\" = 'CT'",
+        opts.predicate.as_deref(),
+        FINDINGS,
+        &format!("method_version = '{METHOD_VERSION}'"),
+        METHOD_VERSION,
+        opts.retry_errors,
+    )
+    .await?;
+    summary.series_selected = plan.selected;
+    summary.already_current = plan.already_current;
+    let (jobs, stale) = (plan.jobs, plan.stale);
+    let bar = series_bar(jobs.len(), opts.progress);
     for chunk in jobs.chunks(opts.commit_every.max(1)) {
-        let uids: Vec<String> = chunk.iter().map(|j| quote(&j.series_uid)).collect();
-        let mut files: HashMap<String, Vec<String>> = HashMap::new();
-        let sql = format!(
-            "SELECT \"SeriesInstanceUID\", file_uri FROM instances \
-             WHERE \"SeriesInstanceUID\" IN ({})",
-            uids.join(", ")
-        );
-        for b in ctx.sql(&sql).await?.collect().await? {
-            let uid = crate::lake::text_column(b.column(0))?;
-            let uri = crate::lake::text_column(b.column(1))?;
-            for i in 0..b.num_rows() {
-                files
-                    .entry(uid.value(i).to_string())
-                    .or_default()
-                    .push(uri.value(i).to_string());
-            }
-        }
+        let uids: Vec<&str> = chunk.iter().map(|j| j.series_uid.as_str()).collect();
+        let mut files = series_files(ctx, &uids).await?;
         let mut done = Vec::new();
         let mut errors = Vec::new();
         for job in chunk {
@@ -273,7 +192,7 @@ pub async fn compute_findings(lake: &Lake, opts: &ComputeOptions) -> Result<Comp
         lake.append(FINDINGS, findings_schema(), vec![batch], "compute findings")
             .await?;
         if !errors.is_empty() {
-            let batch = tables::errors_batch(&errors, &summary.backend)?;
+            let batch = tables::errors_batch(&errors, &summary.backend, METHOD_VERSION)?;
             lake.append(
                 COMPUTE_ERRORS,
                 compute_errors_schema(),
@@ -296,6 +215,25 @@ pub(crate) async fn compute_series(
     backend: &Backend,
     summary: &mut ComputeSummary,
 ) -> std::result::Result<findings::Report, (&'static str, String)> {
+    let volume = read_volume(uris, summary).await?;
+    let backend = backend.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        findings::compute(&volume, &backend).map_err(|e| ("findings", e.to_string()))
+    })
+    .await
+    .map_err(|e| ("findings", format!("worker failed: {e}")))??;
+    for (name, d) in &report.stages {
+        summary.add_stage(name, d.as_secs_f64());
+    }
+    Ok(report)
+}
+
+/// Read, parse, decode and assemble one series into a volume (the files read together,
+/// then dropped); an error is (kind, message).
+pub(crate) async fn read_volume(
+    uris: &[String],
+    summary: &mut ComputeSummary,
+) -> std::result::Result<Volume, (&'static str, String)> {
     if uris.is_empty() {
         return Err(("read", "no instances".into()));
     }
@@ -316,8 +254,7 @@ pub(crate) async fn compute_series(
         }
     }
     summary.add_stage("read", t.elapsed().as_secs_f64());
-    let backend = backend.clone();
-    let (report, parse_s, assemble_s) = tokio::task::spawn_blocking(move || {
+    let (volume, parse_s, assemble_s) = tokio::task::spawn_blocking(move || {
         use rayon::prelude::*;
         let t = Instant::now();
         let objects = blobs
@@ -334,25 +271,160 @@ pub(crate) async fn compute_series(
             .map(|(o, n)| Input { name: n, object: o })
             .collect();
         let volume = assemble(&inputs).map_err(|e| ("volume", e.to_string()))?;
-        drop(inputs);
-        drop(objects);
-        let assemble_s = t.elapsed().as_secs_f64();
-        let report =
-            findings::compute(&volume, &backend).map_err(|e| ("findings", e.to_string()))?;
-        Ok::<_, (&'static str, String)>((report, parse_s, assemble_s))
+        Ok::<_, (&'static str, String)>((volume, parse_s, t.elapsed().as_secs_f64()))
     })
     .await
-    .map_err(|e| ("findings", format!("worker failed: {e}")))??;
+    .map_err(|e| ("volume", format!("worker failed: {e}")))??;
     summary.add_stage("parse", parse_s);
     summary.add_stage("decode + assemble", assemble_s);
-    for (name, d) in &report.stages {
-        summary.add_stage(name, d.as_secs_f64());
+    Ok(volume)
+}
+
+/// What a compute command has to do.
+pub(crate) struct Plan {
+    pub selected: u64,
+    pub already_current: u64,
+    pub jobs: Vec<Job>,
+    /// Series with rows computed from another instance count: replaced.
+    pub stale: HashSet<String>,
+}
+
+/// The series a compute command considers (`modality` and the user's `--where`), less
+/// those current in `table` (rows matching `current_filter` computed from as many
+/// instances as `series` now counts) and, unless `retry_errors`, those recorded in
+/// `compute_errors` under `method_version`.
+pub(crate) async fn plan_jobs(
+    session: &crate::session::LakeSession,
+    modality: &str,
+    predicate: Option<&str>,
+    table: &str,
+    current_filter: &str,
+    method_version: &str,
+    retry_errors: bool,
+) -> Result<Plan> {
+    let ctx = &session.ctx;
+    let predicate = predicate.unwrap_or("TRUE");
+    let selected = ctx
+        .sql(&format!(
+            "SELECT collection, \"SeriesInstanceUID\", instance_count FROM series \
+             WHERE ({modality}) AND ({predicate}) \
+             ORDER BY collection, \"SeriesInstanceUID\""
+        ))
+        .await
+        .map_err(|e| Error::Invalid(format!("--where {predicate:?}: {e}")))?
+        .collect()
+        .await?;
+    // uid → the instance count its current rows were computed from.
+    let mut current: HashMap<String, i64> = HashMap::new();
+    if session.table_versions.contains_key(table) {
+        let sql = format!(
+            "SELECT DISTINCT \"SeriesInstanceUID\", instance_count FROM {table} \
+             WHERE {current_filter}"
+        );
+        for b in ctx.sql(&sql).await?.collect().await? {
+            let uid = crate::lake::text_column(b.column(0))?;
+            let n = int64_column(b.column(1))?;
+            for i in 0..b.num_rows() {
+                current.insert(uid.value(i).to_string(), n.value(i));
+            }
+        }
     }
-    Ok(report)
+    let mut failed: HashSet<String> = HashSet::new();
+    if !retry_errors && session.table_versions.contains_key(COMPUTE_ERRORS) {
+        let sql = format!(
+            "SELECT DISTINCT \"SeriesInstanceUID\" FROM {COMPUTE_ERRORS} \
+             WHERE method_version = {}",
+            quote(method_version)
+        );
+        for b in ctx.sql(&sql).await?.collect().await? {
+            let uid = crate::lake::text_column(b.column(0))?;
+            for i in 0..b.num_rows() {
+                failed.insert(uid.value(i).to_string());
+            }
+        }
+    }
+    let mut plan = Plan {
+        selected: 0,
+        already_current: 0,
+        jobs: Vec::new(),
+        stale: HashSet::new(),
+    };
+    for b in &selected {
+        let collection = crate::lake::text_column(b.column(0))?;
+        let uid = crate::lake::text_column(b.column(1))?;
+        let count = int64_column(b.column(2))?;
+        for i in 0..b.num_rows() {
+            plan.selected += 1;
+            let series_uid = uid.value(i).to_string();
+            match current.get(&series_uid) {
+                Some(n) if *n == count.value(i) => {
+                    plan.already_current += 1;
+                    continue;
+                }
+                Some(_) => {
+                    plan.stale.insert(series_uid.clone());
+                }
+                None if failed.contains(&series_uid) => {
+                    plan.already_current += 1;
+                    continue;
+                }
+                None => {}
+            }
+            plan.jobs.push(Job {
+                collection: collection.value(i).to_string(),
+                series_uid,
+                instance_count: count.value(i),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// A progress bar over series (hidden unless `show`).
+pub(crate) fn series_bar(len: usize, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} series  {per_sec}  {msg}  ETA {eta}",
+        )
+        .expect("the template is valid"),
+    );
+    bar
+}
+
+/// The instance files of the given series, from the session's `instances`.
+pub(crate) async fn series_files(
+    ctx: &datafusion::prelude::SessionContext,
+    uids: &[&str],
+) -> Result<HashMap<String, Vec<String>>> {
+    let mut files: HashMap<String, Vec<String>> = HashMap::new();
+    if uids.is_empty() {
+        return Ok(files);
+    }
+    let list: Vec<String> = uids.iter().map(|u| quote(u)).collect();
+    let sql = format!(
+        "SELECT \"SeriesInstanceUID\", file_uri FROM instances \
+         WHERE \"SeriesInstanceUID\" IN ({})",
+        list.join(", ")
+    );
+    for b in ctx.sql(&sql).await?.collect().await? {
+        let uid = crate::lake::text_column(b.column(0))?;
+        let uri = crate::lake::text_column(b.column(1))?;
+        for i in 0..b.num_rows() {
+            files
+                .entry(uid.value(i).to_string())
+                .or_default()
+                .push(uri.value(i).to_string());
+        }
+    }
+    Ok(files)
 }
 
 /// The bytes of a file the lake points to: a `file://` URL or an object-store URL.
-async fn read_uri(uri: &str) -> Result<Vec<u8>> {
+pub(crate) async fn read_uri(uri: &str) -> Result<Vec<u8>> {
     let url = Url::parse(uri).map_err(|e| Error::Invalid(format!("{uri}: {e}")))?;
     if url.scheme() == "file" {
         let path = url
@@ -372,11 +444,11 @@ async fn read_uri(uri: &str) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn int64_column(
+pub(crate) fn int64_column(
     col: &datafusion::arrow::array::ArrayRef,
 ) -> Result<datafusion::arrow::array::Int64Array> {
     let cast =

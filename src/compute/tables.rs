@@ -130,7 +130,11 @@ pub(crate) fn findings_batch(done: &[Computed]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(findings_schema(), columns)?)
 }
 
-pub(crate) fn errors_batch(errors: &[ComputeError], backend_name: &str) -> Result<RecordBatch> {
+pub(crate) fn errors_batch(
+    errors: &[ComputeError],
+    backend_name: &str,
+    method_version: &str,
+) -> Result<RecordBatch> {
     let now = Utc::now().timestamp_micros();
     let mut collection = StringBuilder::new();
     let mut series = StringBuilder::new();
@@ -144,7 +148,7 @@ pub(crate) fn errors_batch(errors: &[ComputeError], backend_name: &str) -> Resul
         series.append_value(&e.series_uid);
         kind.append_value(e.error_kind);
         message.append_value(&e.message);
-        method.append_value(METHOD_VERSION);
+        method.append_value(method_version);
         backend.append_value(backend_name);
         at.append_value(now);
     }

@@ -99,6 +99,30 @@ impl ComputeMetrics {
     }
 }
 
+/// The backends a session's compute functions opened, by `medlake.device` setting: a GPU
+/// is opened once per session, not per batch.
+#[derive(Debug, Default)]
+pub struct Backends(Mutex<HashMap<String, Backend>>);
+
+impl Backends {
+    /// The backend for a `medlake.device` setting (empty: MEDLAKE_DEVICE, else auto).
+    pub fn get(&self, setting: &str) -> Result<Backend> {
+        let setting = if setting.is_empty() {
+            std::env::var("MEDLAKE_DEVICE").unwrap_or_default()
+        } else {
+            setting.to_string()
+        };
+        let mut backends = self.0.lock().expect("not poisoned");
+        if let Some(b) = backends.get(&setting) {
+            return Ok(b.clone());
+        }
+        let b = Backend::choose(Some(&setting))
+            .map_err(|e| DataFusionError::Execution(format!("medlake.device: {e}")))?;
+        backends.insert(setting, b.clone());
+        Ok(b)
+    }
+}
+
 /// The table versions the function reads (those of its session).
 #[derive(Debug, Clone)]
 pub struct Versions {
@@ -113,7 +137,7 @@ pub struct CtFindings {
     versions: Versions,
     /// uid → its findings rows (None: could not be computed).
     cache: Mutex<HashMap<String, Option<RecordBatch>>>,
-    backends: Mutex<HashMap<String, Backend>>,
+    backends: Backends,
     providers: tokio::sync::OnceCell<Providers>,
     metrics: Arc<ComputeMetrics>,
 }
@@ -148,7 +172,7 @@ impl CtFindings {
             lake,
             versions,
             cache: Mutex::default(),
-            backends: Mutex::default(),
+            backends: Backends::default(),
             providers: tokio::sync::OnceCell::new(),
             metrics,
         }
@@ -173,22 +197,6 @@ impl CtFindings {
             })
             .await
             .map_err(DataFusionError::from)
-    }
-
-    fn backend(&self, setting: &str) -> Result<Backend> {
-        let setting = if setting.is_empty() {
-            std::env::var("MEDLAKE_DEVICE").unwrap_or_default()
-        } else {
-            setting.to_string()
-        };
-        let mut backends = self.backends.lock().expect("not poisoned");
-        if let Some(b) = backends.get(&setting) {
-            return Ok(b.clone());
-        }
-        let b = Backend::choose(Some(&setting))
-            .map_err(|e| DataFusionError::Execution(format!("medlake.device: {e}")))?;
-        backends.insert(setting, b.clone());
-        Ok(b)
     }
 
     /// Fill the cache for `uids`: from `findings` where materialized, else computed.
@@ -297,7 +305,7 @@ impl CtFindings {
             }
         }
         if !errors.is_empty() {
-            let batch = tables::errors_batch(&errors, &backend.name())?;
+            let batch = tables::errors_batch(&errors, &backend.name(), METHOD_VERSION)?;
             self.lake
                 .append(
                     COMPUTE_ERRORS,
@@ -382,7 +390,7 @@ impl AsyncScalarUDFImpl for CtFindings {
             m
         };
         if !missing.is_empty() {
-            let backend = self.backend(&setting)?;
+            let backend = self.backends.get(&setting)?;
             self.fill(missing, &backend).await?;
         }
         let fields = item_fields();

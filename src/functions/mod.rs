@@ -10,9 +10,12 @@
 //! - `as_of(table, version_or_timestamp)`: a table as it was at an earlier lake version.
 //! - `ct_findings(SeriesInstanceUID)`: a CT series' findings, from `findings` or computed
 //!   (see [`ct_findings`]); `SET medlake.device` chooses where.
+//! - `embed(uid [, model])`, `predict(uid, model)`, `cosine_similarity(a, b)` and
+//!   `similar_series(uid_or_vector, k [, model])`: the feature library (see [`embed`]).
 
 pub mod ct_findings;
 pub mod dicom_tag;
+pub mod embed;
 pub mod report_search;
 pub mod time_travel;
 
@@ -40,6 +43,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(dicom_tag::DicomTag::new()));
     ctx.register_udf(ScalarUDF::from(report_search::TextMatch::new()));
     ctx.register_udf(ScalarUDF::from(crate::genomics::in_region::InRegion::new()));
+    ctx.register_udf(ScalarUDF::from(embed::CosineSimilarity::new()));
     ctx.register_udtf(
         "vcf_scan",
         std::sync::Arc::new(crate::genomics::vcf_scan::VcfScanFunc),
@@ -53,6 +57,7 @@ pub fn register_lake(
     lake_version: Option<i64>,
     table_versions: &BTreeMap<String, i64>,
     reports_index: Option<Arc<crate::search::ReportIndex>>,
+    models: embed::Models,
 ) {
     ctx.register_udtf(
         "report_search",
@@ -82,8 +87,32 @@ pub fn register_lake(
         .set_extension(metrics.clone());
     ctx.register_udf(
         datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(
-            ct_findings::CtFindings::new(lake.clone(), versions, metrics),
+            ct_findings::CtFindings::new(lake.clone(), versions.clone(), metrics.clone()),
         ))
         .into_scalar_udf(),
+    );
+    let embeddings = table_versions.get(crate::tables::EMBEDDINGS).copied();
+    for predict in [false, true] {
+        ctx.register_udf(
+            datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(
+                embed::EmbedFunc::new(
+                    predict,
+                    lake.clone(),
+                    models.clone(),
+                    versions.instances,
+                    embeddings,
+                    metrics.clone(),
+                ),
+            ))
+            .into_scalar_udf(),
+        );
+    }
+    ctx.register_udtf(
+        "similar_series",
+        Arc::new(embed::SimilarSeriesFunc {
+            lake: lake.clone(),
+            models,
+            embeddings_version: embeddings,
+        }),
     );
 }

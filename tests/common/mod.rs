@@ -66,6 +66,13 @@ pub fn bogus_length(slice: &[u8]) -> Vec<u8> {
 
 pub const DEMO_FILES: u64 = 211;
 
+/// Whether this is CI (`CI=true`), where a missing oracle fails a test instead of
+/// skipping it.
+#[allow(dead_code)] // not every test binary skips on a missing oracle
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// The Python that runs the reference oracles (`PYTHON`, default `python3`).
 pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
@@ -188,7 +195,7 @@ pub fn test_file(rel: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if in_ci() {
         panic!("{} is missing: run scripts/fetch-test-data", p.display());
     }
     eprintln!(

@@ -17,12 +17,14 @@
 //!
 //! The SQL functions over findings come next.
 
+pub mod embedding;
 pub mod error;
 pub mod findings;
 pub mod geometry;
 pub mod model;
 pub mod phantom;
 pub mod runtime;
+pub mod similarity;
 pub mod volume;
 
 pub use error::{Error, Result};
