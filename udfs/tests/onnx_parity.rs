@@ -3,7 +3,8 @@
 //! net, a SegResNet-style block with GroupNorm, a small 3-D U-Net at 32³ with ConvTranspose,
 //! trilinear Resize and skip Concats, and a ConvTranspose/Resize net with unequal strides,
 //! asymmetric pads, output_padding and groups, a chain of Resize nodes through every
-//! supported mode, and Upsample (opset 9); fixed seeds, random weights) and
+//! supported mode, Upsample (opset 9), and GroupNormalization at opsets 18 (scale and bias
+//! per group) and 21 (per channel); fixed seeds, random weights) and
 //! onnxruntime's outputs for them;
 //! ours must agree within 1e-4 of onnxruntime's output range. Without python's onnx and
 //! onnxruntime the test skips, except in CI (`CI=true`), where it fails.
@@ -56,6 +57,8 @@ fn models_match_onnxruntime() {
         "convtranspose",
         "resize",
         "upsample",
+        "groupnorm18",
+        "groupnorm21",
     ] {
         let model = Model::load(&dir.0.join(format!("{name}.onnx"))).unwrap();
         let x = read_npy(&dir.0.join(format!("{name}.input.npy")));

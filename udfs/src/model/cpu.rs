@@ -39,6 +39,11 @@ pub(super) fn run(op: &Op, ins: &[&Tensor], out_shape: &[usize]) -> Vec<f32> {
             out
         }
         Op::InstanceNorm { epsilon } => instance_norm(x, ins[1], ins[2], *epsilon),
+        Op::GroupNorm {
+            epsilon,
+            groups,
+            per_group,
+        } => group_norm(x, ins[1], ins[2], *epsilon, *groups, *per_group),
         Op::PRelu => binary(x, ins[1], out_shape, |v, s| if v < 0.0 { v * s } else { v }),
         Op::Relu => unary(x, |v| v.max(0.0)),
         Op::LeakyRelu { alpha } => {
@@ -113,6 +118,43 @@ fn instance_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, epsilon: f32) -> Vec
             let t = f64::from(bias.data[i % c]) - mean * s;
             let (s, t) = (s as f32, t as f32);
             p.iter_mut().for_each(|v| *v = *v * s + t);
+        });
+    out
+}
+
+/// Each (n, group) block of `c / groups` channels to zero mean and unit variance
+/// (population, in f64), then scaled and shifted per group or per channel.
+fn group_norm(
+    x: &Tensor,
+    scale: &Tensor,
+    bias: &Tensor,
+    epsilon: f32,
+    groups: usize,
+    per_group: bool,
+) -> Vec<f32> {
+    let c = x.shape[1];
+    let cg = c / groups;
+    let plane: usize = x.shape[2..].iter().product();
+    let mut out = x.data.clone();
+    out.par_chunks_mut((cg * plane).max(1))
+        .enumerate()
+        .for_each(|(i, block)| {
+            let g = i % groups;
+            let n = block.len() as f64;
+            let mean = block.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = block
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let inv = 1.0 / (var + f64::from(epsilon)).sqrt();
+            for (j, p) in block.chunks_mut(plane.max(1)).enumerate() {
+                let at = if per_group { g } else { g * cg + j };
+                let s = f64::from(scale.data[at]) * inv;
+                let t = f64::from(bias.data[at]) - mean * s;
+                let (s, t) = (s as f32, t as f32);
+                p.iter_mut().for_each(|v| *v = *v * s + t);
+            }
         });
     out
 }

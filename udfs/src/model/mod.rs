@@ -21,15 +21,16 @@
 //!   sizes), Upsample (opsets 7–9: nearest or linear, scales of at least 1),
 //!   BatchNormalization (inference), InstanceNormalization (and so
 //!   GroupNorm as PyTorch exports it before opset 18: Reshape, InstanceNormalization,
-//!   Reshape, Mul, Add), Relu, LeakyRelu, PRelu, Sigmoid, Add, Mul (numpy broadcasting),
+//!   Reshape, Mul, Add), GroupNormalization (opset 18: scale and bias per group; opset
+//!   21: per channel; statistics in f64 whatever stash_type), Relu, LeakyRelu, PRelu, Sigmoid, Add, Mul (numpy broadcasting),
 //!   Concat, MaxPool and AveragePool (3-D, with count_include_pad; not ceil_mode),
 //!   GlobalAveragePool, Flatten, Reshape (constant shape), Gemm, MatMul, Softmax, and
 //!   Constant and Identity. Convolution is im2col over
 //!   matrixmultiply's SGEMM, split over output tiles with rayon; transposed convolution is
 //!   SGEMM (weights transposed by input) then a col2im scatter, split over output-channel
 //!   blocks; Resize runs axis by axis ([`cpu`]).
-//! - **Load-time errors** name the node, the op and the attribute: an op not listed above
-//!   (GroupNormalization, the opset-18 op, among them); Conv and pooling auto_pad other than
+//! - **Load-time errors** name the node, the op and the attribute: an op not listed above;
+//!   Conv and pooling auto_pad other than
 //!   NOTSET or VALID, pooling ceil_mode; ConvTranspose output_shape, auto_pad other than
 //!   NOTSET, output_padding not below its stride or dilation; Resize before opset 11, modes
 //!   other than nearest and linear (cubic), coordinate_transformation_mode
