@@ -471,6 +471,35 @@ impl Model {
         })
     }
 
+    /// The floating-point operations of one run for the given input shapes: 2 × the
+    /// multiply-adds of Conv, ConvTranspose, Gemm and MatMul (the other ops are cheap next
+    /// to them and are not counted).
+    pub fn flops(&self, input_shapes: &[Vec<usize>]) -> Result<u64> {
+        let shapes = self.plan(input_shapes)?;
+        let mut total = 0u64;
+        for node in &self.nodes {
+            let ins = node.input_shapes(&shapes);
+            let out = &shapes[node.outputs[0]];
+            let prod = |s: &[usize]| s.iter().product::<usize>() as u64;
+            total += match &node.op {
+                // Each output value: C/group × kernel multiply-adds (the weight's row).
+                Op::Conv { .. } => 2 * prod(out) * prod(&ins[1][1..]),
+                // Each input value: (M/group) × kernel multiply-adds (the weight's row).
+                Op::ConvTranspose { .. } => 2 * prod(ins[0]) * prod(&ins[1][1..]),
+                Op::Gemm { trans_a, .. } => {
+                    let k = if *trans_a { ins[0][0] } else { ins[0][1] };
+                    2 * prod(out) * k as u64
+                }
+                Op::MatMul => {
+                    let a = ins[0];
+                    2 * prod(out) * a[a.len() - 1] as u64
+                }
+                _ => 0,
+            };
+        }
+        Ok(total)
+    }
+
     /// The value slots whose last reader is node `i` (each once).
     fn freed_after(&self, i: usize) -> Vec<usize> {
         let mut freed: Vec<usize> = self.nodes[i]
