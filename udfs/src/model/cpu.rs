@@ -15,9 +15,56 @@ use super::Tensor;
 /// Run one op. The shapes were checked when the run was planned; `out_shape` is the
 /// output's.
 pub(super) fn run(op: &Op, ins: &[&Tensor], out_shape: &[usize]) -> Vec<f32> {
+    run_fused(op, ins, out_shape, None)
+}
+
+/// An activation applied in a kernel's epilogue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Act {
+    Identity,
+    Relu,
+    LeakyRelu(f32),
+}
+
+impl Act {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::Identity => v,
+            Act::Relu => v.max(0.0),
+            Act::LeakyRelu(a) => {
+                if v < 0.0 {
+                    v * a
+                } else {
+                    v
+                }
+            }
+        }
+    }
+}
+
+/// What a convolution's epilogue applies to each output channel `c` after the bias:
+/// `act((conv + bias) * scale[c] + shift[c])`, the BatchNormalization and activation nodes
+/// that followed it folded in at load (see `Model`'s fusion pass).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Epilogue {
+    pub scale: Option<Vec<f32>>,
+    pub shift: Option<Vec<f32>>,
+    pub act: Act,
+}
+
+/// [`run`], with the epilogue of a convolution whose following nodes were fused into it.
+pub(super) fn run_fused(
+    op: &Op,
+    ins: &[&Tensor],
+    out_shape: &[usize],
+    epilogue: Option<&Epilogue>,
+) -> Vec<f32> {
     let x = ins[0];
     match op {
-        Op::Conv { window, group } => conv3d(&ConvArgs::new(ins, window, *group, out_shape)),
+        Op::Conv { window, group } => {
+            conv3d(&ConvArgs::new(ins, window, *group, out_shape), epilogue)
+        }
         Op::ConvTranspose { window, group, .. } => {
             conv_transpose3d(&ConvArgs::new(ins, window, *group, out_shape))
         }
@@ -327,7 +374,8 @@ impl Shared {
 const TILE_FLOATS: usize = 1 << 17;
 
 /// The number of output positions per tile for `k` rows of im2col over `p` positions,
-/// cut smaller when there would be too few tiles to keep every thread busy.
+/// cut smaller when there would be too few tiles to keep every thread busy; a multiple of
+/// the kernel's panel width where there is more than one tile.
 fn conv_tile(k: usize, p: usize, jobs_outside: usize) -> usize {
     let threads = rayon::current_num_threads();
     let mut tile = (TILE_FLOATS / k.max(1)).clamp(64, 4096).min(p);
@@ -335,14 +383,21 @@ fn conv_tile(k: usize, p: usize, jobs_outside: usize) -> usize {
     while tiles(tile) < 2 * threads && tile > 64 {
         tile = tile.div_ceil(2);
     }
+    if tile < p {
+        tile = tile.div_ceil(PANEL) * PANEL;
+    }
     tile.max(1)
 }
+
+/// Output positions per panel of the packed im2col columns (two 16-float vectors).
+const PANEL: usize = 32;
 
 fn is_pointwise(w: &Window) -> bool {
     w.kernel == [1; 3] && w.strides == [1; 3] && w.pads == [0; 6]
 }
 
-/// The scratch floats [`conv3d`] allocates at once: one im2col tile per thread.
+/// The scratch floats [`conv3d`] allocates at once: one im2col tile per thread (whole
+/// panels), and the AVX-512 kernel's copy of the weights.
 pub(super) fn conv_scratch_floats(
     x: &[usize],
     wt: &[usize],
@@ -350,15 +405,16 @@ pub(super) fn conv_scratch_floats(
     w: &Window,
     group: usize,
 ) -> usize {
+    let weights = if use_avx512() { wt.iter().product() } else { 0 };
     if is_pointwise(w) {
-        return 0;
+        return weights;
     }
     let k = wt[1] * wt[2] * wt[3] * wt[4];
     let p = out[2] * out[3] * out[4];
     let jobs = x[0] * group;
     let tile = conv_tile(k, p, jobs);
     let tiles = jobs * p.div_ceil(tile);
-    tiles.min(rayon::current_num_threads()) * k * tile
+    tiles.min(rayon::current_num_threads()) * k * tile.div_ceil(PANEL) * PANEL + weights
 }
 
 /// A (transposed) convolution's operands and extents: `n` images of `c` channels of
@@ -417,7 +473,39 @@ impl<'a> ConvArgs<'a> {
     }
 }
 
-fn conv3d(args: &ConvArgs) -> Vec<f32> {
+/// The per-channel scale and shift of a convolution's output (bias and epilogue folded).
+fn conv_affine(m: usize, bias: Option<&Tensor>, e: Option<&Epilogue>) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = match e.and_then(|e| e.scale.as_ref()) {
+        Some(s) => s.clone(),
+        None => vec![1.0; m],
+    };
+    let shift = (0..m)
+        .map(|c| {
+            let b = bias.map_or(0.0, |b| b.data[c]);
+            let t = e.and_then(|e| e.shift.as_ref()).map_or(0.0, |t| t[c]);
+            b * scale[c] + t
+        })
+        .collect();
+    (scale, shift)
+}
+
+/// Whether the AVX-512 convolution kernel runs here.
+fn use_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::env::var_os("MEDLAKE_NO_AVX512").is_none()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn conv3d(args: &ConvArgs, epilogue: Option<&Epilogue>) -> Vec<f32> {
     let &ConvArgs {
         x,
         wt,
@@ -435,8 +523,9 @@ fn conv3d(args: &ConvArgs) -> Vec<f32> {
         p,
     } = args;
     let k = cg * w.kernel.iter().product::<usize>();
-    let mut out = args.biased_output();
-    let beta = if bias.is_some() { 1.0 } else { 0.0 };
+    let (scale, shift) = conv_affine(m, bias, epilogue);
+    let act = epilogue.map_or(Act::Identity, |e| e.act);
+    let mut out = vec![0f32; n * m * p];
     let pointwise = is_pointwise(w);
     let tile = if pointwise {
         p.min(4096)
@@ -445,12 +534,38 @@ fn conv3d(args: &ConvArgs) -> Vec<f32> {
     };
     let tiles = p.div_ceil(tile);
     let dst = Shared(out.as_mut_ptr());
+    let avx512 = use_avx512();
+    // The weights of each group in row blocks of the kernel's rows, k-major in a block.
+    let packed_w: Vec<f32> = if avx512 {
+        let mut pw = vec![0f32; m * k];
+        for g in 0..group {
+            for r0 in (0..mg).step_by(KERNEL_ROWS) {
+                let rows = KERNEL_ROWS.min(mg - r0);
+                let base = (g * mg + r0) * k;
+                for kk in 0..k {
+                    for r in 0..rows {
+                        pw[base + kk * rows + r] = wt.data[base + r * k + kk];
+                    }
+                }
+            }
+        }
+        pw
+    } else {
+        Vec::new()
+    };
+    #[cfg(target_arch = "x86_64")]
+    if avx512 && w.strides[2] == 1 && ow >= 16 {
+        return conv3d_direct(args, &packed_w, &scale, &shift, act);
+    }
+    // B's row offsets for the kernel: in a packed panel, and in the input (pointwise).
+    let rows_panel: Vec<usize> = (0..k).map(|kk| kk * PANEL).collect();
+    let rows_pin: Vec<usize> = (0..k).map(|kk| kk * pin).collect();
     (0..n * group * tiles).into_par_iter().for_each_init(
         || {
             if pointwise {
                 Vec::new()
             } else {
-                vec![0f32; k * tile]
+                vec![0f32; k * tile.div_ceil(PANEL) * PANEL]
             }
         },
         |cols, job| {
@@ -458,14 +573,47 @@ fn conv3d(args: &ConvArgs) -> Vec<f32> {
             let p0 = t * tile;
             let len = tile.min(p - p0);
             let src = &x.data[(img * c + g * cg) * pin..(img * c + (g + 1) * cg) * pin];
+            let c_ptr = dst.at((img * m + g * mg) * p + p0);
+            let (sc, sh) = (&scale[g * mg..(g + 1) * mg], &shift[g * mg..(g + 1) * mg]);
+            if avx512 {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // B: the packed panels of the im2col columns (row kk at kk * PANEL
+                    // in a panel), or the input itself for a pointwise convolution.
+                    let (b_ptr, panel_stride) = if pointwise {
+                        (src[p0..].as_ptr(), PANEL)
+                    } else {
+                        im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols, true);
+                        (cols.as_ptr(), k * PANEL)
+                    };
+                    let off = if pointwise { &rows_pin } else { &rows_panel };
+                    let a = &packed_w[g * mg * k..(g + 1) * mg * k];
+                    for j in 0..len.div_ceil(PANEL) {
+                        let ncols = PANEL.min(len - j * PANEL);
+                        // SAFETY: B's k rows of ncols columns at b_ptr + j * panel_stride +
+                        // off[kk] lie inside src or cols (masked loads read no column at
+                        // or past ncols); the output rows of this group, columns p0 + j *
+                        // PANEL.. + ncols, belong to this job.
+                        unsafe {
+                            let b = b_ptr.add(j * panel_stride);
+                            let o = c_ptr.add(j * PANEL);
+                            let halves = [
+                                avx512::Half::new(b, o, ncols.min(16)),
+                                avx512::Half::new(b.add(16), o.add(16), ncols.saturating_sub(16)),
+                            ];
+                            avx512::conv_rows(mg, k, a, off, halves, p, sc, sh, act);
+                        }
+                    }
+                    return;
+                }
+            }
             let (b_ptr, rsb) = if pointwise {
                 (src[p0..].as_ptr(), pin as isize)
             } else {
-                im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols);
+                im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols, false);
                 (cols.as_ptr(), len as isize)
             };
             let a = &wt.data[g * mg * k..(g + 1) * mg * k];
-            let c_ptr = dst.at((img * m + g * mg) * p + p0);
             // SAFETY: a is mg x k (row stride k), b is k x len (row stride rsb) inside
             // src or cols, c is mg x len with row stride p inside `out`; the (img, g, t)
             // jobs write disjoint column ranges of disjoint row blocks.
@@ -481,15 +629,263 @@ fn conv3d(args: &ConvArgs) -> Vec<f32> {
                     b_ptr,
                     rsb,
                     1,
-                    beta,
+                    0.0,
                     c_ptr,
                     p as isize,
                     1,
                 );
             }
+            for r in 0..mg {
+                // SAFETY: as above, this job's own row segment.
+                let row = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(r * p), len) };
+                let (s, t) = (sc[r], sh[r]);
+                row.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
+            }
         },
     );
     out
+}
+
+/// A stride-1 (along x) convolution without im2col, on the AVX-512 kernel: the input is
+/// copied once into a zero-padded buffer (unless there are no pads), and every B row of the
+/// GEMM is a run of a padded input line: row (c, kz, ky, kx) at output (z, y, x) reads the
+/// padded input at (c, z * sz + kz * dz, y * sy + ky * dy, x + kx * dx). The kernel works
+/// on two half-panels of 16 consecutive output x each (of one output row, or of two rows
+/// when the rows are 16 to 31 wide), all output channels, the jobs over (image, group,
+/// block of output rows).
+#[cfg(target_arch = "x86_64")]
+fn conv3d_direct(
+    args: &ConvArgs,
+    packed_w: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Act,
+) -> Vec<f32> {
+    let &ConvArgs {
+        x,
+        w,
+        group,
+        n,
+        c,
+        m,
+        cg,
+        mg,
+        input: [d, h, wd],
+        output: [od, oh, ow],
+        p,
+        ..
+    } = args;
+    let (kern, s, pad, dl) = (w.kernel, w.strides, w.pads, w.dilations);
+    let [dp, hp, wp] = [0, 1, 2].map(|a| [d, h, wd][a] + pad[a] + pad[a + 3]);
+    let plane = dp * hp * wp;
+    let padded: Vec<f32>;
+    let xin: &[f32] = if pad == [0; 6] {
+        &x.data
+    } else {
+        let mut buf = vec![0f32; n * c * plane];
+        buf.par_chunks_mut(plane)
+            .zip(x.data.par_chunks(d * h * wd))
+            .for_each(|(dst, src)| {
+                for z in 0..d {
+                    for y in 0..h {
+                        let at = ((z + pad[0]) * hp + y + pad[1]) * wp + pad[2];
+                        dst[at..at + wd].copy_from_slice(&src[(z * h + y) * wd..][..wd]);
+                    }
+                }
+            });
+        padded = buf;
+        &padded
+    };
+    let k = cg * kern.iter().product::<usize>();
+    let mut off = Vec::with_capacity(k);
+    for ch in 0..cg {
+        for kz in 0..kern[0] {
+            for ky in 0..kern[1] {
+                for kx in 0..kern[2] {
+                    off.push(ch * plane + (kz * dl[0] * hp + ky * dl[1]) * wp + kx * dl[2]);
+                }
+            }
+        }
+    }
+    let mut out = vec![0f32; n * m * p];
+    let dst = Shared(out.as_mut_ptr());
+    let rows = od * oh;
+    let threads = rayon::current_num_threads();
+    let chunks = (8 * threads).div_ceil(n * group).clamp(1, rows);
+    let per_job = rows.div_ceil(chunks);
+    let chunks = rows.div_ceil(per_job);
+    (0..n * group * chunks).into_par_iter().for_each(|job| {
+        let (img, g, t) = (job / (group * chunks), job / chunks % group, job % chunks);
+        let base = xin[(img * c + g * cg) * plane..].as_ptr();
+        let a = &packed_w[g * mg * k..(g + 1) * mg * k];
+        let (sc, sh) = (&scale[g * mg..(g + 1) * mg], &shift[g * mg..(g + 1) * mg]);
+        let out0 = (img * m + g * mg) * p;
+        // The half-panels of this job's output rows: (input offset, output offset, cols).
+        let mut halves = Vec::new();
+        for row in t * per_job..rows.min((t + 1) * per_job) {
+            let (z, y) = (row / oh, row % oh);
+            for x0 in (0..ow).step_by(16) {
+                halves.push((
+                    (z * s[0] * hp + y * s[1]) * wp + x0,
+                    out0 + row * ow + x0,
+                    16.min(ow - x0),
+                ));
+            }
+        }
+        for pair in halves.chunks(2) {
+            let (i0, o0, n0) = pair[0];
+            let (i1, o1, n1) = pair.get(1).copied().unwrap_or((i0, o0, 0));
+            // SAFETY: each half reads, for every kk, cols < 16 padded-input floats from
+            // base + i + off[kk], inside its image's padded planes (x + kx * dx < wp; masked
+            // loads read no column at or past the half's count); it writes output columns
+            // o.. + cols of the group's channels (row stride p), rows of this job alone.
+            unsafe {
+                let halves = [
+                    avx512::Half::new(base.add(i0), dst.at(o0), n0),
+                    avx512::Half::new(base.add(i1), dst.at(o1), n1),
+                ];
+                avx512::conv_rows(mg, k, a, &off, halves, p, sc, sh, act);
+            }
+        }
+    });
+    out
+}
+
+/// Output channels per call of the convolution kernel.
+const KERNEL_ROWS: usize = 8;
+
+/// The AVX-512 convolution kernel: a block of up to [`KERNEL_ROWS`] output channels by two
+/// half-panels of up to 16 output positions, accumulated over all of k in registers, then
+/// the epilogue (scale, shift, activation) and a masked store.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Act, KERNEL_ROWS};
+
+    /// Sixteen (or fewer) consecutive output positions: B's row kk at `b + off[kk]`, the
+    /// output's row r at `out + r * rso`, `cols` of them.
+    #[derive(Clone, Copy)]
+    pub(super) struct Half {
+        b: *const f32,
+        out: *mut f32,
+        mask: __mmask16,
+    }
+
+    impl Half {
+        pub(super) fn new(b: *const f32, out: *mut f32, cols: usize) -> Half {
+            debug_assert!(cols <= 16);
+            Half {
+                b,
+                out,
+                mask: ((1u32 << cols) - 1) as u16,
+            }
+        }
+    }
+
+    /// All `mg` output channels (rows of `a`, packed in blocks of [`KERNEL_ROWS`], k-major
+    /// in a block) of two half-panels: row r is act((sum over kk of a[r][kk] *
+    /// B[kk][col]) * scale[r] + shift[r]).
+    ///
+    /// # Safety
+    /// AVX-512F is available; `a` holds mg * k floats, `off` k offsets; every half's B
+    /// rows (`cols` floats at b + off[kk]) are readable and its output rows writable.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn conv_rows(
+        mg: usize,
+        k: usize,
+        a: &[f32],
+        off: &[usize],
+        halves: [Half; 2],
+        rso: usize,
+        scale: &[f32],
+        shift: &[f32],
+        act: Act,
+    ) {
+        debug_assert!(a.len() >= mg * k && off.len() >= k);
+        for r0 in (0..mg).step_by(KERNEL_ROWS) {
+            let rows = KERNEL_ROWS.min(mg - r0);
+            let (a, sc, sh) = (
+                a[r0 * k..].as_ptr(),
+                &scale[r0..r0 + rows],
+                &shift[r0..r0 + rows],
+            );
+            let h = halves.map(|h| Half {
+                out: h.out.add(r0 * rso),
+                ..h
+            });
+            macro_rules! dispatch {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => block::<$r>(k, a, off.as_ptr(), h, rso, sc, sh, act),)*
+                        _ => unreachable!("at most KERNEL_ROWS rows"),
+                    }
+                };
+            }
+            dispatch!(1 2 3 4 5 6 7 8)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const R: usize>(
+        k: usize,
+        a: *const f32,
+        off: *const usize,
+        h: [Half; 2],
+        rso: usize,
+        scale: &[f32],
+        shift: &[f32],
+        act: Act,
+    ) {
+        let mut acc0 = [_mm512_setzero_ps(); R];
+        let mut acc1 = [_mm512_setzero_ps(); R];
+        if h[0].mask == 0xffff && h[1].mask == 0xffff {
+            for kk in 0..k {
+                let o = *off.add(kk);
+                let b0 = _mm512_loadu_ps(h[0].b.add(o));
+                let b1 = _mm512_loadu_ps(h[1].b.add(o));
+                let ak = a.add(kk * R);
+                for r in 0..R {
+                    let w = _mm512_set1_ps(*ak.add(r));
+                    acc0[r] = _mm512_fmadd_ps(w, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(w, b1, acc1[r]);
+                }
+            }
+        } else {
+            for kk in 0..k {
+                let o = *off.add(kk);
+                let b0 = _mm512_maskz_loadu_ps(h[0].mask, h[0].b.add(o));
+                let b1 = _mm512_maskz_loadu_ps(h[1].mask, h[1].b.add(o));
+                let ak = a.add(kk * R);
+                for r in 0..R {
+                    let w = _mm512_set1_ps(*ak.add(r));
+                    acc0[r] = _mm512_fmadd_ps(w, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(w, b1, acc1[r]);
+                }
+            }
+        }
+        let zero = _mm512_setzero_ps();
+        for r in 0..R {
+            let (s, t) = (_mm512_set1_ps(scale[r]), _mm512_set1_ps(shift[r]));
+            let mut v = [
+                _mm512_fmadd_ps(acc0[r], s, t),
+                _mm512_fmadd_ps(acc1[r], s, t),
+            ];
+            for v in &mut v {
+                *v = match act {
+                    Act::Identity => *v,
+                    Act::Relu => _mm512_max_ps(*v, zero),
+                    Act::LeakyRelu(alpha) => {
+                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*v, zero);
+                        _mm512_mask_mul_ps(*v, neg, *v, _mm512_set1_ps(alpha))
+                    }
+                };
+            }
+            _mm512_mask_storeu_ps(h[0].out.add(r * rso), h[0].mask, v[0]);
+            _mm512_mask_storeu_ps(h[1].out.add(r * rso), h[1].mask, v[1]);
+        }
+    }
 }
 
 /// Output channels per job of [`conv_transpose3d`]: each job's columns (channels x
@@ -702,7 +1098,9 @@ fn resize(
 
 /// Gather the im2col columns of output positions `p0..p0 + len` of one image and group
 /// (`src`: its `cg` input channels) into `cols`, `k` rows of `len`: row (c, kz, ky, kx),
-/// column the output position; zero where the window reads padding.
+/// column the output position; zero where the window reads padding. `packed`: in panels
+/// of [`PANEL`] columns instead, each `k` rows of `PANEL` (the AVX-512 kernel's B; the
+/// last panel's columns past `len` are left as they are).
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     src: &[f32],
@@ -713,24 +1111,35 @@ fn im2col(
     p0: usize,
     len: usize,
     cols: &mut [f32],
+    packed: bool,
 ) {
     let (k, s, pad, dl) = (w.kernel, w.strides, w.pads, w.dilations);
-    // Runs of consecutive output columns along x: (column in tile, z, y, x0, x1).
+    let rows = cg * k[0] * k[1] * k[2];
+    // Runs of consecutive output columns along x (and within a panel where packed):
+    // (offset of row 0's first column, z, y, x0, x1), and a row's stride.
     let mut runs = Vec::new();
     let mut pos = p0;
     while pos < p0 + len {
         let (zy, x0) = (pos / ow, pos % ow);
-        let x1 = ow.min(x0 + (p0 + len - pos));
-        runs.push((pos - p0, zy / oh, zy % oh, x0, x1));
+        let mut x1 = ow.min(x0 + (p0 + len - pos));
+        let j = pos - p0;
+        let at = if packed {
+            x1 = x1.min(x0 + (PANEL - j % PANEL));
+            j / PANEL * rows * PANEL + j % PANEL
+        } else {
+            j
+        };
+        runs.push((at, zy / oh, zy % oh, x0, x1));
         pos += x1 - x0;
     }
+    let row_stride = if packed { PANEL } else { len };
     let mut row = 0;
     for ch in 0..cg {
         let plane = &src[ch * d * h * wd..(ch + 1) * d * h * wd];
         for kz in 0..k[0] {
             for ky in 0..k[1] {
                 for kx in 0..k[2] {
-                    let dst = &mut cols[row * len..(row + 1) * len];
+                    let dst = &mut cols[row * row_stride..];
                     let off_x = (kx * dl[2]) as i64 - pad[2] as i64;
                     let valid = valid_range(ow, s[2], off_x, wd);
                     for &(j, z, y, x0, x1) in &runs {
@@ -745,6 +1154,9 @@ fn im2col(
                         let (v0, v1) = (valid.start.clamp(x0, x1), valid.end.clamp(x0, x1));
                         seg[..v0 - x0].fill(0.0);
                         seg[v1 - x0..].fill(0.0);
+                        if v0 == v1 {
+                            continue;
+                        }
                         let first = (v0 as i64 * s[2] as i64 + off_x) as usize;
                         let body = &mut seg[v0 - x0..v1 - x0];
                         if s[2] == 1 {
