@@ -333,9 +333,14 @@ fn memory_plan_and_run_of_a_small_graph() {
     let model = Model::from_bytes(&bytes).unwrap();
     let memory = model.memory(&[vec![1, 2, 8, 8, 8]]).unwrap();
     assert_eq!(memory.weight_bytes, 8 * 4);
-    // Conv: x (4 KiB) and c (8 KiB) live; Relu: c and y (8 KiB each), x freed.
-    assert_eq!(memory.peak_activation_bytes, 16 * 1024);
-    assert_eq!(memory.peak_node, 1);
+    // Conv: x (4 KiB) and c (8 KiB) live, and the AVX-512 kernel's copy of the weights (32
+    // bytes) where it runs; the Relu is computed in the Conv's epilogue (fused) and
+    // allocates nothing.
+    assert!(
+        (12 * 1024..=12 * 1024 + 32).contains(&memory.peak_activation_bytes),
+        "{memory:?}"
+    );
+    assert_eq!(memory.peak_node, 0);
 
     let x: Vec<f32> = (0..1024).map(|i| (i as f32 * 0.37).sin()).collect();
     let y = model

@@ -14,6 +14,7 @@ use super::Tensor;
 
 /// Run one op. The shapes were checked when the run was planned; `out_shape` is the
 /// output's.
+#[allow(dead_code)] // Model::run calls run_fused; kept for callers without an epilogue
 pub(super) fn run(op: &Op, ins: &[&Tensor], out_shape: &[usize]) -> Vec<f32> {
     run_fused(op, ins, out_shape, None)
 }
@@ -73,34 +74,21 @@ pub(super) fn run_fused(
             coord,
             target,
         } => resize(x, *mode, *coord, target, out_shape),
-        Op::BatchNorm { scale, shift } => {
-            let mut out = x.data.clone();
-            let plane: usize = x.shape[2..].iter().product();
-            let c = scale.len();
-            out.par_chunks_mut(plane.max(1))
-                .enumerate()
-                .for_each(|(i, p)| {
-                    let (s, t) = (scale[i % c], shift[i % c]);
-                    p.iter_mut().for_each(|v| *v = *v * s + t);
-                });
-            out
+        _ if in_place(op, &x.shape, out_shape) => {
+            run_owned(op, x.data.clone(), &x.shape, &ins[1..], epilogue)
         }
-        Op::InstanceNorm { epsilon } => instance_norm(x, ins[1], ins[2], *epsilon),
-        Op::GroupNorm {
-            epsilon,
-            groups,
-            per_group,
-        } => group_norm(x, ins[1], ins[2], *epsilon, *groups, *per_group),
         Op::PRelu => binary(x, ins[1], out_shape, |v, s| if v < 0.0 { v * s } else { v }),
-        Op::Relu => unary(x, |v| v.max(0.0)),
-        Op::LeakyRelu { alpha } => {
-            let a = *alpha;
-            unary(x, move |v| if v < 0.0 { v * a } else { v })
-        }
-        Op::Sigmoid => unary(x, |v| 1.0 / (1.0 + (-v).exp())),
-        Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } => x.data.clone(),
         Op::Add => binary(x, ins[1], out_shape, |a, b| a + b),
         Op::Mul => binary(x, ins[1], out_shape, |a, b| a * b),
+        Op::BatchNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::Relu
+        | Op::LeakyRelu { .. }
+        | Op::Sigmoid
+        | Op::Identity
+        | Op::Flatten { .. }
+        | Op::Reshape { .. } => unreachable!("computed in place"),
         Op::Concat { axis } => concat(ins, axis_index(*axis, x.shape.len()).expect("planned")),
         Op::MaxPool { window } => pool(x, window, out_shape, Pool::Max),
         Op::AveragePool {
@@ -145,12 +133,101 @@ pub(super) fn run_fused(
     }
 }
 
+/// Whether [`run_owned`] computes `op` in its first input's buffer: elementwise ops, the
+/// normalizations, reshapes, and binary ops whose output is the first input's shape.
+pub(super) fn in_place(op: &Op, x_shape: &[usize], out_shape: &[usize]) -> bool {
+    match op {
+        Op::BatchNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::Relu
+        | Op::LeakyRelu { .. }
+        | Op::Sigmoid
+        | Op::Identity
+        | Op::Flatten { .. }
+        | Op::Reshape { .. } => true,
+        Op::Add | Op::Mul | Op::PRelu => x_shape == out_shape,
+        _ => false,
+    }
+}
+
+/// Run an op for which [`in_place`] holds in its first input's buffer `data` (of shape
+/// `x_shape`), the other inputs `rest`; an epilogue's activation applied after it.
+pub(super) fn run_owned(
+    op: &Op,
+    mut data: Vec<f32>,
+    x_shape: &[usize],
+    rest: &[&Tensor],
+    epilogue: Option<&Epilogue>,
+) -> Vec<f32> {
+    let act = epilogue.map_or(Act::Identity, |e| e.act);
+    debug_assert!(epilogue.is_none_or(|e| e.scale.is_none() && e.shift.is_none()));
+    match op {
+        Op::BatchNorm { scale, shift } => {
+            let plane: usize = x_shape[2..].iter().product();
+            let c = scale.len();
+            data.par_chunks_mut(plane.max(1))
+                .enumerate()
+                .for_each(|(i, p)| {
+                    let (s, t) = (scale[i % c], shift[i % c]);
+                    p.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
+                });
+        }
+        Op::InstanceNorm { epsilon } => {
+            instance_norm(&mut data, x_shape, rest[0], rest[1], *epsilon, act)
+        }
+        Op::GroupNorm {
+            epsilon,
+            groups,
+            per_group,
+        } => group_norm(
+            &mut data, x_shape, rest[0], rest[1], *epsilon, *groups, *per_group, act,
+        ),
+        Op::Relu => map_in_place(&mut data, |v| v.max(0.0)),
+        Op::LeakyRelu { alpha } => {
+            let a = *alpha;
+            map_in_place(&mut data, move |v| if v < 0.0 { v * a } else { v })
+        }
+        Op::Sigmoid => map_in_place(&mut data, |v| 1.0 / (1.0 + (-v).exp())),
+        Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } => {}
+        Op::Add => binary_in_place(&mut data, x_shape, rest[0], move |a, b| act.apply(a + b)),
+        Op::Mul => binary_in_place(&mut data, x_shape, rest[0], move |a, b| act.apply(a * b)),
+        Op::PRelu => binary_in_place(
+            &mut data,
+            x_shape,
+            rest[0],
+            |v, s| {
+                if v < 0.0 {
+                    v * s
+                } else {
+                    v
+                }
+            },
+        ),
+        _ => unreachable!("{} is not computed in place", op.name()),
+    }
+    let inline = matches!(
+        op,
+        Op::BatchNorm { .. } | Op::Add | Op::Mul | Op::InstanceNorm { .. } | Op::GroupNorm { .. }
+    );
+    if act != Act::Identity && !inline {
+        map_in_place(&mut data, move |v| act.apply(v));
+    }
+    data
+}
+
 /// Each (n, c) plane to zero mean and unit variance (population, in f64), then scaled
 /// and shifted per channel.
-fn instance_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, epsilon: f32) -> Vec<f32> {
-    let c = x.shape[1];
-    let plane: usize = x.shape[2..].iter().product();
-    let mut out = x.data.clone();
+fn instance_norm(
+    out: &mut [f32],
+    shape: &[usize],
+    scale: &Tensor,
+    bias: &Tensor,
+    epsilon: f32,
+    act: Act,
+) {
+    let c = shape[1];
+    let plane: usize = shape[2..].iter().product();
     out.par_chunks_mut(plane.max(1))
         .enumerate()
         .for_each(|(i, p)| {
@@ -164,25 +241,26 @@ fn instance_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, epsilon: f32) -> Vec
             let s = f64::from(scale.data[i % c]) / (var + f64::from(epsilon)).sqrt();
             let t = f64::from(bias.data[i % c]) - mean * s;
             let (s, t) = (s as f32, t as f32);
-            p.iter_mut().for_each(|v| *v = *v * s + t);
+            p.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
         });
-    out
 }
 
 /// Each (n, group) block of `c / groups` channels to zero mean and unit variance
 /// (population, in f64), then scaled and shifted per group or per channel.
+#[allow(clippy::too_many_arguments)]
 fn group_norm(
-    x: &Tensor,
+    out: &mut [f32],
+    shape: &[usize],
     scale: &Tensor,
     bias: &Tensor,
     epsilon: f32,
     groups: usize,
     per_group: bool,
-) -> Vec<f32> {
-    let c = x.shape[1];
+    act: Act,
+) {
+    let c = shape[1];
     let cg = c / groups;
-    let plane: usize = x.shape[2..].iter().product();
-    let mut out = x.data.clone();
+    let plane: usize = shape[2..].iter().product();
     out.par_chunks_mut((cg * plane).max(1))
         .enumerate()
         .for_each(|(i, block)| {
@@ -200,17 +278,48 @@ fn group_norm(
                 let s = f64::from(scale.data[at]) * inv;
                 let t = f64::from(bias.data[at]) - mean * s;
                 let (s, t) = (s as f32, t as f32);
-                p.iter_mut().for_each(|v| *v = *v * s + t);
+                p.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
             }
         });
-    out
 }
 
-fn unary(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = x.data.clone();
+fn map_in_place(out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     out.par_chunks_mut(1 << 14)
         .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
-    out
+}
+
+/// `a = f(a, b)` elementwise, `b` broadcast to `a`'s shape.
+fn binary_in_place(
+    a: &mut [f32],
+    a_shape: &[usize],
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    if a_shape == b.shape.as_slice() {
+        a.par_chunks_mut(1 << 14)
+            .zip(b.data.par_chunks(1 << 14))
+            .for_each(|(o, b)| o.iter_mut().zip(b).for_each(|(o, b)| *o = f(*o, *b)));
+        return;
+    }
+    let rank = a_shape.len();
+    let sb = broadcast_strides(&b.shape, a_shape);
+    let last = a_shape.last().copied().unwrap_or(1).max(1);
+    let lb = if rank > 0 { sb[rank - 1] } else { 0 };
+    a.par_chunks_mut(last).enumerate().for_each(|(row, o)| {
+        let (mut ob, mut r) = (0, row);
+        for d in (0..rank.saturating_sub(1)).rev() {
+            ob += r % a_shape[d] * sb[d];
+            r /= a_shape[d];
+        }
+        if lb == 0 {
+            let v = b.data[ob];
+            o.iter_mut().for_each(|x| *x = f(*x, v));
+        } else {
+            for (j, x) in o.iter_mut().enumerate() {
+                *x = f(*x, b.data[ob + j * lb]);
+            }
+        }
+    });
 }
 
 /// The strides of `shape` (row-major) as seen from a broadcast output of rank `rank`: 0

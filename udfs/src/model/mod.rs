@@ -93,6 +93,12 @@ struct Node {
     op: Op,
     inputs: Vec<Source>,
     outputs: Vec<usize>,
+    /// On the CPU: the BatchNormalization and activation nodes after this one that it
+    /// computes itself (see [`fuse`]).
+    epilogue: Option<cpu::Epilogue>,
+    /// On the CPU: this node's work was done by the node before it (its `epilogue`); its
+    /// input passes through as its output.
+    fused: bool,
 }
 
 impl Node {
@@ -338,6 +344,8 @@ impl Model {
                 op,
                 inputs: sources,
                 outputs,
+                epilogue: None,
+                fused: false,
             });
         }
 
@@ -351,6 +359,7 @@ impl Model {
             })?;
             outputs.push((o.name().to_string(), slot));
         }
+        fuse(&mut nodes, &outputs, value_names.len());
         let mut last_use = vec![0usize; value_names.len()];
         for (i, node) in nodes.iter().enumerate() {
             for s in &node.inputs {
@@ -456,6 +465,13 @@ impl Model {
         for (i, node) in self.nodes.iter().enumerate() {
             let ins = node.input_shapes(&shapes);
             live += bytes(node.outputs[0]);
+            if node.fused {
+                // The input's buffer becomes the output: nothing new is allocated.
+                for v in self.freed_after(i) {
+                    live -= bytes(v);
+                }
+                continue;
+            }
             let at = live + node.op.scratch_bytes(&ins, &shapes[node.outputs[0]]);
             if at > peak {
                 (peak, peak_node) = (at, i);
@@ -533,6 +549,43 @@ impl Model {
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let out_shape = &shapes[node.outputs[0]];
+            // Computed by an earlier node's epilogue, or computed in the buffer of an input
+            // read last here.
+            let owned = match node.inputs.first() {
+                Some(Source::Value(v))
+                    if (node.fused || cpu::in_place(&node.op, &shapes[*v], out_shape))
+                        && self.last_use[*v] == i
+                        && node.inputs[1..]
+                            .iter()
+                            .all(|s| !matches!(s, Source::Value(w) if w == v)) =>
+                {
+                    values[*v].take()
+                }
+                _ => None,
+            };
+            if let Some(x) = owned {
+                let data = if node.fused {
+                    x.data
+                } else {
+                    let rest: Vec<&Tensor> = node.inputs[1..]
+                        .iter()
+                        .map(|s| match s {
+                            Source::Value(v) => values[*v].as_ref().expect("computed before use"),
+                            Source::Weight(t) => t.as_ref(),
+                        })
+                        .collect();
+                    cpu::run_owned(&node.op, x.data, &x.shape, &rest, node.epilogue.as_ref())
+                };
+                values[node.outputs[0]] = Some(Tensor {
+                    shape: out_shape.clone(),
+                    data,
+                });
+                for v in self.freed_after(i) {
+                    values[v] = None;
+                }
+                continue;
+            }
+            debug_assert!(!node.fused, "a fused node's input is read by it alone");
             let out = {
                 let ins: Vec<&Tensor> = node
                     .inputs
@@ -542,7 +595,7 @@ impl Model {
                         Source::Weight(t) => t.as_ref(),
                     })
                     .collect();
-                cpu::run(&node.op, &ins, out_shape)
+                cpu::run_fused(&node.op, &ins, out_shape, node.epilogue.as_ref())
             };
             debug_assert_eq!(out.len(), out_shape.iter().product::<usize>());
             values[node.outputs[0]] = Some(Tensor {
@@ -558,6 +611,87 @@ impl Model {
             .iter()
             .map(|(_, s)| values[*s].clone().expect("graph outputs are computed"))
             .collect())
+    }
+}
+
+/// The CPU's fusion pass: a Conv followed by BatchNormalization and an activation (Relu,
+/// LeakyRelu), or a BatchNormalization, InstanceNormalization, GroupNormalization, Add or
+/// Mul followed by an activation, where each intermediate value is read by the next node
+/// alone (and is no graph output), computes the chain in its own epilogue; the nodes after
+/// it are marked `fused` and pass their input through. The nodes stay in the graph with
+/// their ops: a backend that ignores `epilogue` and `fused` runs the same graph unfused.
+fn fuse(nodes: &mut [Node], outputs: &[(String, usize)], values: usize) {
+    let mut readers = vec![0usize; values];
+    let mut reader = vec![usize::MAX; values];
+    for (i, node) in nodes.iter().enumerate() {
+        for s in &node.inputs {
+            if let Source::Value(v) = s {
+                readers[*v] += 1;
+                reader[*v] = i;
+            }
+        }
+    }
+    for (_, slot) in outputs {
+        readers[*slot] += 1;
+    }
+    for i in 0..nodes.len() {
+        let conv = matches!(nodes[i].op, Op::Conv { .. });
+        let head = conv
+            || matches!(
+                nodes[i].op,
+                Op::BatchNorm { .. }
+                    | Op::InstanceNorm { .. }
+                    | Op::GroupNorm { .. }
+                    | Op::Add
+                    | Op::Mul
+            );
+        if nodes[i].fused || !head {
+            continue;
+        }
+        let mut epilogue = cpu::Epilogue {
+            scale: None,
+            shift: None,
+            act: cpu::Act::Identity,
+        };
+        let mut tail = nodes[i].outputs[0];
+        while readers[tail] == 1 && reader[tail] != usize::MAX {
+            let j = reader[tail];
+            let next = &nodes[j];
+            if !matches!(next.inputs.first(), Some(Source::Value(v)) if *v == tail) {
+                break;
+            }
+            match &next.op {
+                Op::BatchNorm { scale, shift } if conv && epilogue.act == cpu::Act::Identity => {
+                    // (x * s0 + t0) * s + t
+                    let s0 = epilogue
+                        .scale
+                        .take()
+                        .unwrap_or_else(|| vec![1.0; scale.len()]);
+                    let t0 = epilogue
+                        .shift
+                        .take()
+                        .unwrap_or_else(|| vec![0.0; scale.len()]);
+                    epilogue.scale = Some(s0.iter().zip(scale).map(|(a, b)| a * b).collect());
+                    epilogue.shift = Some(
+                        t0.iter()
+                            .zip(scale)
+                            .zip(shift)
+                            .map(|((t0, s), t)| t0 * s + t)
+                            .collect(),
+                    );
+                }
+                Op::Relu if epilogue.act == cpu::Act::Identity => epilogue.act = cpu::Act::Relu,
+                Op::LeakyRelu { alpha } if epilogue.act == cpu::Act::Identity => {
+                    epilogue.act = cpu::Act::LeakyRelu(*alpha)
+                }
+                _ => break,
+            }
+            nodes[j].fused = true;
+            tail = nodes[j].outputs[0];
+        }
+        if epilogue.scale.is_some() || epilogue.act != cpu::Act::Identity {
+            nodes[i].epilogue = Some(epilogue);
+        }
     }
 }
 
