@@ -90,18 +90,11 @@ pub(super) fn run_fused(
         | Op::Flatten { .. }
         | Op::Reshape { .. } => unreachable!("computed in place"),
         Op::Concat { axis } => concat(ins, axis_index(*axis, x.shape.len()).expect("planned")),
-        Op::MaxPool { window } => pool(x, window, out_shape, Pool::Max),
+        Op::MaxPool { window } => max_pool(x, window, out_shape),
         Op::AveragePool {
             window,
             count_include_pad,
-        } => pool(
-            x,
-            window,
-            out_shape,
-            Pool::Average {
-                count_include_pad: *count_include_pad,
-            },
-        ),
+        } => average_pool(x, window, out_shape, *count_include_pad),
         Op::GlobalAveragePool => {
             let plane: usize = x.shape[2..].iter().product();
             x.data
@@ -392,12 +385,6 @@ fn concat(ins: &[&Tensor], axis: usize) -> Vec<f32> {
     out
 }
 
-#[derive(Clone, Copy)]
-enum Pool {
-    Max,
-    Average { count_include_pad: bool },
-}
-
 /// The output positions `o` along one axis whose input coordinate `o * stride + offset`
 /// falls inside `0..extent`.
 fn valid_range(out: usize, stride: usize, offset: i64, extent: usize) -> std::ops::Range<usize> {
@@ -415,7 +402,55 @@ fn valid_range(out: usize, stride: usize, offset: i64, extent: usize) -> std::op
     lo as usize..hi.clamp(lo, out as i64) as usize
 }
 
-fn pool(x: &Tensor, w: &Window, out_shape: &[usize], kind: Pool) -> Vec<f32> {
+/// Max pooling, one axis at a time (the max over a box is the max along x, then y, then
+/// z): each (n, c) plane along x into `d * h * ow`, along y into `d * oh * ow`, then along z
+/// into the output; padding is skipped (a window of padding alone is -inf, as before).
+fn max_pool(x: &Tensor, w: &Window, out_shape: &[usize]) -> Vec<f32> {
+    let [d, h, wd] = [x.shape[2], x.shape[3], x.shape[4]];
+    let [od, oh, ow] = [out_shape[2], out_shape[3], out_shape[4]];
+    let (k, s, p, dl) = (w.kernel, w.strides, w.pads, w.dilations);
+    let offset = |a: usize, i: usize| (i * dl[a]) as i64 - p[a] as i64;
+    let mut out = vec![f32::NEG_INFINITY; out_shape.iter().product()];
+    out.par_chunks_mut(od * oh * ow)
+        .zip(x.data.par_chunks(d * h * wd))
+        .for_each(|(o, src)| {
+            let mut along_x = vec![f32::NEG_INFINITY; d * h * ow];
+            for (line, dst) in src.chunks_exact(wd).zip(along_x.chunks_exact_mut(ow)) {
+                for kx in 0..k[2] {
+                    let off = offset(2, kx);
+                    for xo in valid_range(ow, s[2], off, wd) {
+                        let v = line[(xo as i64 * s[2] as i64 + off) as usize];
+                        dst[xo] = dst[xo].max(v);
+                    }
+                }
+            }
+            let mut along_y = vec![f32::NEG_INFINITY; d * oh * ow];
+            for z in 0..d {
+                for ky in 0..k[1] {
+                    let off = offset(1, ky);
+                    for yo in valid_range(oh, s[1], off, h) {
+                        let iy = (yo as i64 * s[1] as i64 + off) as usize;
+                        let from = &along_x[(z * h + iy) * ow..][..ow];
+                        let to = &mut along_y[(z * oh + yo) * ow..][..ow];
+                        to.iter_mut().zip(from).for_each(|(t, &f)| *t = t.max(f));
+                    }
+                }
+            }
+            let plane = oh * ow;
+            for kz in 0..k[0] {
+                let off = offset(0, kz);
+                for zo in valid_range(od, s[0], off, d) {
+                    let iz = (zo as i64 * s[0] as i64 + off) as usize;
+                    let from = &along_y[iz * plane..][..plane];
+                    let to = &mut o[zo * plane..][..plane];
+                    to.iter_mut().zip(from).for_each(|(t, &f)| *t = t.max(f));
+                }
+            }
+        });
+    out
+}
+
+fn average_pool(x: &Tensor, w: &Window, out_shape: &[usize], count_include_pad: bool) -> Vec<f32> {
     let [d, h, wd] = [x.shape[2], x.shape[3], x.shape[4]];
     let [od, oh, ow] = [out_shape[2], out_shape[3], out_shape[4]];
     let (k, s, p, dl) = (w.kernel, w.strides, w.pads, w.dilations);
@@ -427,7 +462,7 @@ fn pool(x: &Tensor, w: &Window, out_shape: &[usize], kind: Pool) -> Vec<f32> {
             for z in 0..od {
                 for y in 0..oh {
                     for xo in 0..ow {
-                        let (mut max, mut sum, mut count) = (f32::NEG_INFINITY, 0f32, 0usize);
+                        let (mut sum, mut count) = (0f32, 0usize);
                         for kz in 0..k[0] {
                             let iz = (z * s[0] + kz * dl[0]) as i64 - p[0] as i64;
                             if iz < 0 || iz >= d as i64 {
@@ -444,21 +479,15 @@ fn pool(x: &Tensor, w: &Window, out_shape: &[usize], kind: Pool) -> Vec<f32> {
                                     if ix < 0 || ix >= wd as i64 {
                                         continue;
                                     }
-                                    let v = src[row + ix as usize];
-                                    max = max.max(v);
-                                    sum += v;
+                                    sum += src[row + ix as usize];
                                     count += 1;
                                 }
                             }
                         }
-                        o[(z * oh + y) * ow + xo] = match kind {
-                            Pool::Max => max,
-                            Pool::Average {
-                                count_include_pad: true,
-                            } => sum / kernel_size,
-                            Pool::Average {
-                                count_include_pad: false,
-                            } => sum / count.max(1) as f32,
+                        o[(z * oh + y) * ow + xo] = if count_include_pad {
+                            sum / kernel_size
+                        } else {
+                            sum / count.max(1) as f32
                         };
                     }
                 }
@@ -663,102 +692,127 @@ fn conv3d(args: &ConvArgs, epilogue: Option<&Epilogue>) -> Vec<f32> {
         Vec::new()
     };
     #[cfg(target_arch = "x86_64")]
-    if avx512 && w.strides[2] == 1 && ow >= 16 {
+    if avx512 && ow >= 16 {
         return conv3d_direct(args, &packed_w, &scale, &shift, act);
     }
     // B's row offsets for the kernel: in a packed panel, and in the input (pointwise).
     let rows_panel: Vec<usize> = (0..k).map(|kk| kk * PANEL).collect();
     let rows_pin: Vec<usize> = (0..k).map(|kk| kk * pin).collect();
-    (0..n * group * tiles).into_par_iter().for_each_init(
-        || {
-            if pointwise {
-                Vec::new()
-            } else {
-                vec![0f32; k * tile.div_ceil(PANEL) * PANEL]
-            }
-        },
-        |cols, job| {
-            let (img, g, t) = (job / (group * tiles), job / tiles % group, job % tiles);
-            let p0 = t * tile;
-            let len = tile.min(p - p0);
-            let src = &x.data[(img * c + g * cg) * pin..(img * c + (g + 1) * cg) * pin];
-            let c_ptr = dst.at((img * m + g * mg) * p + p0);
-            let (sc, sh) = (&scale[g * mg..(g + 1) * mg], &shift[g * mg..(g + 1) * mg]);
-            if avx512 {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // B: the packed panels of the im2col columns (row kk at kk * PANEL
-                    // in a panel), or the input itself for a pointwise convolution.
-                    let (b_ptr, panel_stride) = if pointwise {
-                        (src[p0..].as_ptr(), PANEL)
-                    } else {
-                        im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols, true);
-                        (cols.as_ptr(), k * PANEL)
-                    };
-                    let off = if pointwise { &rows_pin } else { &rows_panel };
-                    let a = &packed_w[g * mg * k..(g + 1) * mg * k];
-                    for j in 0..len.div_ceil(PANEL) {
-                        let ncols = PANEL.min(len - j * PANEL);
-                        // SAFETY: B's k rows of ncols columns at b_ptr + j * panel_stride +
-                        // off[kk] lie inside src or cols (masked loads read no column at
-                        // or past ncols); the output rows of this group, columns p0 + j *
-                        // PANEL.. + ncols, belong to this job.
-                        unsafe {
-                            let b = b_ptr.add(j * panel_stride);
-                            let o = c_ptr.add(j * PANEL);
-                            let halves = [
-                                avx512::Half::new(b, o, ncols.min(16)),
-                                avx512::Half::new(b.add(16), o.add(16), ncols.saturating_sub(16)),
-                            ];
-                            avx512::conv_rows(mg, k, a, off, halves, p, sc, sh, act);
-                        }
-                    }
-                    return;
+    // With too few tiles to keep every thread busy (small outputs), the AVX-512 path also
+    // splits the output channels into `splits` parts of `part` rows (whole kernel blocks),
+    // each gathering the tile's columns itself.
+    let blocks = mg.div_ceil(KERNEL_ROWS);
+    let threads = rayon::current_num_threads();
+    let splits = if avx512 {
+        (2 * threads).div_ceil(n * group * tiles).clamp(1, blocks)
+    } else {
+        1
+    };
+    let part = blocks.div_ceil(splits) * KERNEL_ROWS;
+    let splits = mg.div_ceil(part);
+    (0..n * group * tiles * splits)
+        .into_par_iter()
+        .for_each_init(
+            || {
+                if pointwise {
+                    Vec::new()
+                } else {
+                    vec![0f32; k * tile.div_ceil(PANEL) * PANEL]
                 }
-            }
-            let (b_ptr, rsb) = if pointwise {
-                (src[p0..].as_ptr(), pin as isize)
-            } else {
-                im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols, false);
-                (cols.as_ptr(), len as isize)
-            };
-            let a = &wt.data[g * mg * k..(g + 1) * mg * k];
-            // SAFETY: a is mg x k (row stride k), b is k x len (row stride rsb) inside
-            // src or cols, c is mg x len with row stride p inside `out`; the (img, g, t)
-            // jobs write disjoint column ranges of disjoint row blocks.
-            unsafe {
-                matrixmultiply::sgemm(
-                    mg,
-                    k,
-                    len,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b_ptr,
-                    rsb,
-                    1,
-                    0.0,
-                    c_ptr,
-                    p as isize,
-                    1,
-                );
-            }
-            for r in 0..mg {
-                // SAFETY: as above, this job's own row segment.
-                let row = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(r * p), len) };
-                let (s, t) = (sc[r], sh[r]);
-                row.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
-            }
-        },
-    );
+            },
+            |cols, job| {
+                let (split, job) = (job % splits, job / splits);
+                let (img, g, t) = (job / (group * tiles), job / tiles % group, job % tiles);
+                let p0 = t * tile;
+                let len = tile.min(p - p0);
+                let src = &x.data[(img * c + g * cg) * pin..(img * c + (g + 1) * cg) * pin];
+                let c_ptr = dst.at((img * m + g * mg) * p + p0);
+                let (sc, sh) = (&scale[g * mg..(g + 1) * mg], &shift[g * mg..(g + 1) * mg]);
+                if avx512 {
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        // B: the packed panels of the im2col columns (row kk at kk * PANEL
+                        // in a panel), or the input itself for a pointwise convolution.
+                        let (b_ptr, panel_stride) = if pointwise {
+                            (src[p0..].as_ptr(), PANEL)
+                        } else {
+                            im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols, true);
+                            (cols.as_ptr(), k * PANEL)
+                        };
+                        let off = if pointwise { &rows_pin } else { &rows_panel };
+                        let r0 = split * part;
+                        let rows = part.min(mg - r0);
+                        let a = &packed_w[(g * mg + r0) * k..(g * mg + r0 + rows) * k];
+                        let (sc, sh) = (&sc[r0..r0 + rows], &sh[r0..r0 + rows]);
+                        let c_ptr = dst.at((img * m + g * mg + r0) * p + p0);
+                        for j in 0..len.div_ceil(PANEL) {
+                            let ncols = PANEL.min(len - j * PANEL);
+                            // SAFETY: B's k rows of ncols columns at b_ptr + j * panel_stride +
+                            // off[kk] lie inside src or cols (masked loads read no column at
+                            // or past ncols); the output rows r0.. + rows of this group, columns
+                            // p0 + j * PANEL.. + ncols, belong to this job.
+                            unsafe {
+                                let b = b_ptr.add(j * panel_stride);
+                                let o = c_ptr.add(j * PANEL);
+                                let halves = [
+                                    avx512::Half::new(b, o, ncols.min(16)),
+                                    avx512::Half::new(
+                                        b.add(16),
+                                        o.add(16),
+                                        ncols.saturating_sub(16),
+                                    ),
+                                ];
+                                avx512::conv_rows(rows, k, a, off, halves, p, sc, sh, act);
+                            }
+                        }
+                        return;
+                    }
+                }
+                let (b_ptr, rsb) = if pointwise {
+                    (src[p0..].as_ptr(), pin as isize)
+                } else {
+                    im2col(src, [d, h, wd], cg, w, [oh, ow], p0, len, cols, false);
+                    (cols.as_ptr(), len as isize)
+                };
+                let a = &wt.data[g * mg * k..(g + 1) * mg * k];
+                // SAFETY: a is mg x k (row stride k), b is k x len (row stride rsb) inside
+                // src or cols, c is mg x len with row stride p inside `out`; the (img, g, t)
+                // jobs write disjoint column ranges of disjoint row blocks.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        mg,
+                        k,
+                        len,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b_ptr,
+                        rsb,
+                        1,
+                        0.0,
+                        c_ptr,
+                        p as isize,
+                        1,
+                    );
+                }
+                for r in 0..mg {
+                    // SAFETY: as above, this job's own row segment.
+                    let row = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(r * p), len) };
+                    let (s, t) = (sc[r], sh[r]);
+                    row.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
+                }
+            },
+        );
     out
 }
 
-/// A stride-1 (along x) convolution without im2col, on the AVX-512 kernel: the input is
-/// copied once into a zero-padded buffer (unless there are no pads), and every B row of the
-/// GEMM is a run of a padded input line: row (c, kz, ky, kx) at output (z, y, x) reads the
-/// padded input at (c, z * sz + kz * dz, y * sy + ky * dy, x + kx * dx). The kernel works
+/// A convolution without im2col, on the AVX-512 kernel: the input is copied once into a
+/// zero-padded buffer whose lines are split into `sx` phases (x mod sx; unless there are no
+/// pads and sx is 1: then the input is read as it is), and every B row of the GEMM is a run
+/// of a padded input line: row (c, kz, ky, kx) at output (z, y, x) reads the padded input at
+/// (c, z * sz + kz * dz, y * sy + ky * dy, x * sx + kx * dx), which is phase (kx * dx) mod
+/// sx at x + (kx * dx) / sx: consecutive in x. The kernel works
 /// on two half-panels of 16 consecutive output x each (of one output row, or of two rows
 /// when the rows are 16 to 31 wide), all output channels, the jobs over (image, group,
 /// block of output rows).
@@ -786,9 +840,13 @@ fn conv3d_direct(
     } = args;
     let (kern, s, pad, dl) = (w.kernel, w.strides, w.pads, w.dilations);
     let [dp, hp, wp] = [0, 1, 2].map(|a| [d, h, wd][a] + pad[a] + pad[a + 3]);
-    let plane = dp * hp * wp;
+    // A padded line: sx phases of wq floats each.
+    let sx = s[2];
+    let wq = wp.div_ceil(sx);
+    let wl = sx * wq;
+    let plane = dp * hp * wl;
     let padded: Vec<f32>;
-    let xin: &[f32] = if pad == [0; 6] {
+    let xin: &[f32] = if pad == [0; 6] && sx == 1 {
         &x.data
     } else {
         let mut buf = vec![0f32; n * c * plane];
@@ -797,8 +855,16 @@ fn conv3d_direct(
             .for_each(|(dst, src)| {
                 for z in 0..d {
                     for y in 0..h {
-                        let at = ((z + pad[0]) * hp + y + pad[1]) * wp + pad[2];
-                        dst[at..at + wd].copy_from_slice(&src[(z * h + y) * wd..][..wd]);
+                        let line = &mut dst[((z + pad[0]) * hp + y + pad[1]) * wl..][..wl];
+                        let src = &src[(z * h + y) * wd..][..wd];
+                        if sx == 1 {
+                            line[pad[2]..pad[2] + wd].copy_from_slice(src);
+                        } else {
+                            for (i, &v) in src.iter().enumerate() {
+                                let px = i + pad[2];
+                                line[px % sx * wq + px / sx] = v;
+                            }
+                        }
                     }
                 }
             });
@@ -811,7 +877,10 @@ fn conv3d_direct(
         for kz in 0..kern[0] {
             for ky in 0..kern[1] {
                 for kx in 0..kern[2] {
-                    off.push(ch * plane + (kz * dl[0] * hp + ky * dl[1]) * wp + kx * dl[2]);
+                    let px = kx * dl[2];
+                    off.push(
+                        ch * plane + (kz * dl[0] * hp + ky * dl[1]) * wl + px % sx * wq + px / sx,
+                    );
                 }
             }
         }
@@ -835,7 +904,7 @@ fn conv3d_direct(
             let (z, y) = (row / oh, row % oh);
             for x0 in (0..ow).step_by(16) {
                 halves.push((
-                    (z * s[0] * hp + y * s[1]) * wp + x0,
+                    (z * s[0] * hp + y * s[1]) * wl + x0,
                     out0 + row * ow + x0,
                     16.min(ow - x0),
                 ));
@@ -845,7 +914,8 @@ fn conv3d_direct(
             let (i0, o0, n0) = pair[0];
             let (i1, o1, n1) = pair.get(1).copied().unwrap_or((i0, o0, 0));
             // SAFETY: each half reads, for every kk, cols < 16 padded-input floats from
-            // base + i + off[kk], inside its image's padded planes (x + kx * dx < wp; masked
+            // base + i + off[kk], inside its image's padded planes (x * sx + kx * dx < wp, so
+            // x + (kx * dx) / sx < wq in its phase; masked
             // loads read no column at or past the half's count); it writes output columns
             // o.. + cols of the group's channels (row stride p), rows of this job alone.
             unsafe {
