@@ -75,7 +75,7 @@ pub(super) fn run_fused(
             target,
         } => resize(x, *mode, *coord, target, out_shape),
         _ if in_place(op, &x.shape, out_shape) => {
-            run_owned(op, x.data.clone(), &x.shape, &ins[1..], epilogue)
+            run_owned(op, copy(&x.data), &x.shape, &ins[1..], epilogue)
         }
         Op::PRelu => binary(x, ins[1], out_shape, |v, s| if v < 0.0 { v * s } else { v }),
         Op::Add => binary(x, ins[1], out_shape, |a, b| a + b),
@@ -124,6 +124,31 @@ pub(super) fn run_fused(
             *legacy,
         ),
     }
+}
+
+/// A fresh zeroed output buffer of `n` floats; from 2 MiB on, backed by transparent huge
+/// pages where the kernel allows (its 4 KiB page faults are a good part of a 64³ model's run
+/// time on a VM otherwise; see [`crate::runtime::cpu::advise_huge_pages`]).
+fn fresh(n: usize) -> Vec<f32> {
+    let v = vec![0f32; n];
+    crate::runtime::cpu::advise_huge_pages_over(&v, 2 << 20);
+    v
+}
+
+/// [`fresh`], a copy of `x`.
+fn copy(x: &[f32]) -> Vec<f32> {
+    let mut v = fresh(x.len());
+    v.par_chunks_mut(1 << 16)
+        .zip(x.par_chunks(1 << 16))
+        .for_each(|(v, x)| v.copy_from_slice(x));
+    v
+}
+
+/// [`fresh`], filled with `value`.
+fn fresh_filled(n: usize, value: f32) -> Vec<f32> {
+    let mut v = fresh(n);
+    v.par_chunks_mut(1 << 16).for_each(|c| c.fill(value));
+    v
 }
 
 /// Whether [`run_owned`] computes `op` in its first input's buffer: elementwise ops, the
@@ -337,7 +362,7 @@ fn binary(
 ) -> Vec<f32> {
     let n: usize = out_shape.iter().product();
     if a.shape == b.shape {
-        let mut out = a.data.clone();
+        let mut out = copy(&a.data);
         out.par_chunks_mut(1 << 14)
             .zip(b.data.par_chunks(1 << 14))
             .for_each(|(o, b)| o.iter_mut().zip(b).for_each(|(o, b)| *o = f(*o, *b)));
@@ -349,7 +374,7 @@ fn binary(
         broadcast_strides(&b.shape, out_shape),
     );
     let last = out_shape.last().copied().unwrap_or(1).max(1);
-    let mut out = vec![0f32; n];
+    let mut out = fresh(n);
     out.par_chunks_mut(last).enumerate().for_each(|(row, o)| {
         // The row's offsets into a and b from its index over the leading axes.
         let (mut oa, mut ob, mut r) = (0, 0, row);
@@ -375,13 +400,18 @@ fn concat(ins: &[&Tensor], axis: usize) -> Vec<f32> {
     let shape = &ins[0].shape;
     let outer: usize = shape[..axis].iter().product();
     let total: usize = ins.iter().map(|t| t.data.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    for o in 0..outer {
-        for t in ins {
-            let chunk = t.data.len() / outer.max(1);
-            out.extend_from_slice(&t.data[o * chunk..(o + 1) * chunk]);
-        }
-    }
+    let mut out = fresh(total);
+    // Each outer index's block: the inputs' chunks one after the other.
+    out.par_chunks_mut((total / outer.max(1)).max(1))
+        .enumerate()
+        .for_each(|(o, block)| {
+            let mut at = 0;
+            for t in ins {
+                let chunk = t.data.len() / outer.max(1);
+                block[at..at + chunk].copy_from_slice(&t.data[o * chunk..(o + 1) * chunk]);
+                at += chunk;
+            }
+        });
     out
 }
 
@@ -410,7 +440,7 @@ fn max_pool(x: &Tensor, w: &Window, out_shape: &[usize]) -> Vec<f32> {
     let [od, oh, ow] = [out_shape[2], out_shape[3], out_shape[4]];
     let (k, s, p, dl) = (w.kernel, w.strides, w.pads, w.dilations);
     let offset = |a: usize, i: usize| (i * dl[a]) as i64 - p[a] as i64;
-    let mut out = vec![f32::NEG_INFINITY; out_shape.iter().product()];
+    let mut out = fresh_filled(out_shape.iter().product(), f32::NEG_INFINITY);
     out.par_chunks_mut(od * oh * ow)
         .zip(x.data.par_chunks(d * h * wd))
         .for_each(|(o, src)| {
@@ -455,7 +485,7 @@ fn average_pool(x: &Tensor, w: &Window, out_shape: &[usize], count_include_pad: 
     let [od, oh, ow] = [out_shape[2], out_shape[3], out_shape[4]];
     let (k, s, p, dl) = (w.kernel, w.strides, w.pads, w.dilations);
     let kernel_size = (k[0] * k[1] * k[2]) as f32;
-    let mut out = vec![0f32; out_shape.iter().product()];
+    let mut out = fresh(out_shape.iter().product());
     out.par_chunks_mut(od * oh * ow)
         .zip(x.data.par_chunks(d * h * wd))
         .for_each(|(o, src)| {
@@ -601,7 +631,7 @@ impl<'a> ConvArgs<'a> {
 
     /// The output, each channel filled with its bias (or zero).
     fn biased_output(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.n * self.m * self.p];
+        let mut out = fresh(self.n * self.m * self.p);
         if let Some(b) = self.bias {
             out.par_chunks_mut(self.p)
                 .enumerate()
@@ -663,7 +693,7 @@ fn conv3d(args: &ConvArgs, epilogue: Option<&Epilogue>) -> Vec<f32> {
     let k = cg * w.kernel.iter().product::<usize>();
     let (scale, shift) = conv_affine(m, bias, epilogue);
     let act = epilogue.map_or(Act::Identity, |e| e.act);
-    let mut out = vec![0f32; n * m * p];
+    let mut out = fresh(n * m * p);
     let pointwise = is_pointwise(w);
     let tile = if pointwise {
         p.min(4096)
@@ -849,7 +879,7 @@ fn conv3d_direct(
     let xin: &[f32] = if pad == [0; 6] && sx == 1 {
         &x.data
     } else {
-        let mut buf = vec![0f32; n * c * plane];
+        let mut buf = fresh(n * c * plane);
         buf.par_chunks_mut(plane)
             .zip(x.data.par_chunks(d * h * wd))
             .for_each(|(dst, src)| {
@@ -885,7 +915,7 @@ fn conv3d_direct(
             }
         }
     }
-    let mut out = vec![0f32; n * m * p];
+    let mut out = fresh(n * m * p);
     let dst = Shared(out.as_mut_ptr());
     let rows = od * oh;
     let threads = rayon::current_num_threads();
@@ -1253,10 +1283,22 @@ fn resize(
             .collect();
         let src = data.as_deref().unwrap_or(&x.data);
         let inner: usize = shape[a + 1..].iter().product();
-        let mut next = vec![0f32; src.len() / len_in * len_out];
+        let mut next = fresh(src.len() / len_in * len_out);
         next.par_chunks_mut(len_out * inner)
             .zip(src.par_chunks(len_in * inner))
+            // Blocks of at least 16 Ki outputs per task (one line each where inner is 1).
+            .with_min_len((1 << 14) / (len_out * inner).max(1))
             .for_each(|(o, s)| {
+                if inner == 1 {
+                    for (v, &(i0, i1, w0, w1)) in o.iter_mut().zip(&taps) {
+                        *v = if w1 == 0.0 {
+                            s[i0]
+                        } else {
+                            w0 * s[i0] + w1 * s[i1]
+                        };
+                    }
+                    return;
+                }
                 for (j, &(i0, i1, w0, w1)) in taps.iter().enumerate() {
                     let dst = &mut o[j * inner..(j + 1) * inner];
                     let (r0, r1) = (&s[i0 * inner..][..inner], &s[i1 * inner..][..inner]);
@@ -1426,7 +1468,7 @@ fn matmul(a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Vec<f32> {
         broadcast_strides(&a_batch, &batch),
         broadcast_strides(&b_batch, &batch),
     );
-    let mut out = vec![0f32; out_shape.iter().product()];
+    let mut out = fresh(out_shape.iter().product());
     for i in 0..batches {
         let (mut oa, mut ob, mut r) = (0, 0, i);
         for dim in (0..batch.len()).rev() {
