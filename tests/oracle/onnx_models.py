@@ -4,7 +4,7 @@ Builds each model with the `onnx` package from fixed seeds and random weights, s
 `<name>.onnx`, an input `<name>.input.npy` and onnxruntime's (CPU provider) output
 `<name>.output.npy` into --out, and onnxruntime's median run time in `<name>.ort.json`.
 
-    python3 tests/oracle/onnx_models.py --out DIR [--size 32] [--runs 5]
+    python3 tests/oracle/onnx_models.py --out DIR [--size 64] [--runs 5]
 
 Models:
 - `resnet3d`: a 3-D ResNet-18-style encoder (7^3 stride-2 stem, BatchNorm, ReLU, 3^3
@@ -269,7 +269,7 @@ def upsample():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--size", type=int, default=32, help="resnet3d and unet3d input side")
+    ap.add_argument("--size", type=int, default=64, help="resnet3d and unet3d input side")
     ap.add_argument("--runs", type=int, default=5, help="onnxruntime timing runs")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
