@@ -27,6 +27,9 @@ Models:
 - `resize`: a chain of Resize nodes through every supported nearest_mode and
   coordinate_transformation_mode, by scales and by sizes, up and down.
 - `upsample`: Upsample (opset 9), nearest and linear.
+- `convdirect`: convolutions over rows 16 to 40 wide (medlake's im2col-free AVX-512
+  path): row widths not multiples of 16, strides, dilation, asymmetric pads, groups,
+  pointwise with and without stride, BatchNorm and activations fused.
 - `groupnorm18`, `groupnorm21`: GroupNormalization between convolutions, opset 18 (scale
   and bias per group) and opset 21 (per channel, stash_type).
 """
@@ -201,6 +204,23 @@ def unet3d(size=32):
     return b.model("unet3d", list(shape), x, [1, 2, size, size, size]), shape
 
 
+def convdirect():
+    """Convolutions over rows 16 to 40 wide, which medlake's AVX-512 path computes from
+    padded input lines (no im2col): row widths that are not multiples of 16 (masked
+    half-panels), strides along x (stride phases), dilation, asymmetric pads, groups,
+    pointwise with and without stride, channel counts that are not multiples of 8, and
+    BatchNormalization and LeakyRelu/Relu fused into the convolution."""
+    b = Builder(13)
+    shape = (2, 4, 9, 11, 37)
+    x = b.node("LeakyRelu", [b.bn(b.conv("input", 4, 12, 3), 12)], alpha=0.2)  # 37 wide
+    z = b.conv(x, 12, 5, 1, pad=0)  # pointwise, 37 wide, 5 channels
+    y = b.conv(z, 5, 6, 3, stride=(1, 2, 2), dilation=2, pads=[2, 1, 3, 2, 3, 1])  # 19 wide
+    y = b.node("Relu", [y])
+    w = b.conv(x, 12, 6, 1, stride=(1, 2, 2), pad=0, group=3, bias=False)  # strided pointwise
+    x = b.node("Concat", [y, b.node("Add", [w, b.conv(y, 6, 6, 3, pad=1)])], axis=1)
+    return b.model("convdirect", list(shape), x, None), shape
+
+
 def groupnorm(shape=(2, 12, 6, 7, 5), opset=21):
     """GroupNormalization, the opset-18 op: opset 21 (scale and bias per channel, with
     stash_type) or opset 18 (per group), between convolutions, LeakyReLU after."""
@@ -278,7 +298,7 @@ def main():
     models = {"resnet3d": resnet3d(args.size), "convnet": convnet(), "segblock": segblock(),
               "unet3d": unet3d(args.size), "convtranspose": convtranspose(), "resize": resize(),
               "upsample": upsample(), "groupnorm18": groupnorm(opset=18),
-              "groupnorm21": groupnorm(opset=21)}
+              "groupnorm21": groupnorm(opset=21), "convdirect": convdirect()}
     for name, (model, shape) in models.items():
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(model, path)

@@ -5,7 +5,8 @@
 //! trilinear Resize and skip Concats, and a ConvTranspose/Resize net with unequal strides,
 //! asymmetric pads, output_padding and groups, a chain of Resize nodes through every
 //! supported mode, Upsample (opset 9), and GroupNormalization at opsets 18 (scale and bias
-//! per group) and 21 (per channel); fixed seeds, random weights) and
+//! per group) and 21 (per channel), and convolutions over rows 16 to 40 wide through the
+//! AVX-512 path's padded-line reads (strides, dilation, groups, masked widths); fixed seeds, random weights) and
 //! onnxruntime's outputs for them;
 //! ours must agree within 1e-4 of onnxruntime's output range. Without python's onnx and
 //! onnxruntime the test skips, except in CI (`CI=true`), where it fails.
@@ -63,6 +64,7 @@ fn models_match_onnxruntime() {
         "upsample",
         "groupnorm18",
         "groupnorm21",
+        "convdirect",
     ] {
         let model = Model::load(&dir.0.join(format!("{name}.onnx"))).unwrap();
         let x = read_npy(&dir.0.join(format!("{name}.input.npy")));
