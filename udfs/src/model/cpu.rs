@@ -1,8 +1,21 @@
-//! The CPU kernels of the model runtime. Convolution is im2col over matrixmultiply's
-//! SGEMM: the output positions of each (image, group) are cut into tiles, each tile's
-//! columns are gathered into a small matrix (sized to stay in L2) and multiplied by the
-//! group's weights straight into the output, the tiles spread over rayon's threads.
-//! 1×1×1 convolutions with unit strides and no padding skip the gather.
+//! The CPU kernels of the model runtime.
+//!
+//! Convolution, where the CPU has AVX-512F (detected at run time; `MEDLAKE_NO_AVX512`
+//! turns it off): an own kernel that keeps a block of 8 output channels by 32 output
+//! positions in 16 vector registers over all of k, then applies the epilogue (bias, the
+//! BatchNormalization folded in by the fusion pass, Relu or LeakyRelu) and stores. Where
+//! the output rows are at least 16 wide, its B operand is read straight from the input
+//! (`conv3d_direct`): the input is copied once into a zero-padded buffer whose lines are
+//! split into stride phases, so that every row of the implicit im2col matrix is a run of
+//! consecutive floats (no im2col, no packing); the jobs are blocks of output rows. Narrower
+//! outputs (deep layers) gather im2col tiles in the kernel's panel layout instead, split
+//! over output channels too when there are few tiles. Without AVX-512: im2col over
+//! matrixmultiply's SGEMM, the tiles spread over rayon's threads (1×1×1 convolutions with
+//! unit strides and no padding skip the gather), and the epilogue after it.
+//!
+//! Fresh outputs of 2 MiB and more ask for transparent huge pages; elementwise ops, the
+//! normalizations and same-shape Add/Mul/PRelu run in their input's buffer when the
+//! executor hands it over ([`run_owned`]).
 
 use rayon::prelude::*;
 

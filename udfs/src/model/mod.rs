@@ -10,7 +10,12 @@
 //!   the [`Model`]; BatchNormalization is folded into a per-channel scale and shift at load.
 //! - **Tensors** are dense f32, row-major; 3-D images are NCDHW.
 //! - **Execution.** [`Model::run`] plans every value's shape first ([`Model::shapes`]), then
-//!   runs the nodes in order, freeing each activation after its last use.
+//!   runs the nodes in order, freeing each activation after its last use. A fusion pass at
+//!   load lets a Conv compute the BatchNormalization and Relu/LeakyRelu after it in its
+//!   epilogue (and an activation after BatchNorm, a norm, Add or Mul be applied by that
+//!   node), where each intermediate value has no other reader; the fused nodes stay in the
+//!   graph and pass their input through. An elementwise node that reads an activation for
+//!   the last time computes in its buffer.
 //!   [`Model::memory`] reports the peak activation memory of that schedule for an input
 //!   shape, from shapes alone.
 //! - **Ops** (ONNX opsets 7–22 semantics, default domain): Conv (3-D: stride, pads,
@@ -25,8 +30,10 @@
 //!   21: per channel; statistics in f64 whatever stash_type), Relu, LeakyRelu, PRelu, Sigmoid, Add, Mul (numpy broadcasting),
 //!   Concat, MaxPool and AveragePool (3-D, with count_include_pad; not ceil_mode),
 //!   GlobalAveragePool, Flatten, Reshape (constant shape), Gemm, MatMul, Softmax, and
-//!   Constant and Identity. Convolution is im2col over
-//!   matrixmultiply's SGEMM, split over output tiles with rayon; transposed convolution is
+//!   Constant and Identity. Convolution runs on an own AVX-512 kernel reading padded input
+//!   lines (no im2col) where the CPU has AVX-512F, else im2col over matrixmultiply's
+//!   SGEMM, split over output tiles with rayon ([`cpu`]); [`Model::flops`] counts a run's
+//!   multiply-adds; transposed convolution is
 //!   SGEMM (weights transposed by input) then a col2im scatter, split over output-channel
 //!   blocks; Resize runs axis by axis ([`cpu`]).
 //! - **Load-time errors** name the node, the op and the attribute: an op not listed above;
