@@ -3,7 +3,8 @@
 
 Builds the test models of tests/oracle/onnx_models.py at the benchmark size (default 64^3:
 the ResNet-18-style encoder `resnet3d`, the 3-D U-Net `unet3d`, and the SegResNet-style
-block `segblock` at 8 channels), saves them with one random input each, then times, for
+block `segblock` at 8 channels; `groupnorm`, GroupNormalization-21 between convolutions at 12
+channels, on request), saves them with one random input each, then times, for
 each model and in alternation (ORT, medlake, ORT, medlake, ... --repeats rounds):
 
 - ONNX Runtime's CPU provider: intra_op_num_threads = --threads (default 2), sequential
@@ -18,10 +19,12 @@ multiply-adds that medlake's `Model::flops` counts) and medlake's throughput ove
 The outputs are checked against each other (max abs difference / ORT's range).
 
     python3 bench/onnx_cpu.py [--size 64] [--models resnet3d,unet3d,segblock]
-                              [--repeats 5] [--runs 5] [--threads 2] [--out DIR] [--bin PATH]
+                              [--repeats 5] [--runs 5] [--threads 2] [--out DIR]
+                              [--bin [LABEL=]PATH ...] [--json FILE]
 
 Without --bin it runs `cargo build --release -p medlake-udfs --example model_cpu` first and
-uses $CARGO_TARGET_DIR (or ./target)/release/examples/model_cpu.
+uses $CARGO_TARGET_DIR (or ./target)/release/examples/model_cpu. Several --bin (builds of
+different commits, say) are all timed in the same alternation, one table row each.
 """
 
 import argparse
@@ -55,18 +58,19 @@ def build_models(names, size):
         "resnet3d": lambda: m.resnet3d(size),
         "unet3d": lambda: m.unet3d(size),
         "segblock": lambda: m.segblock((1, 8, size, size, size)),
-        "groupnorm": lambda: m.groupnorm((1, 16, size, size, size)),
+        "groupnorm": lambda: m.groupnorm((1, 12, size, size, size)),
     }
     return {n: table[n]() for n in names}
 
 
-def medlake_binary(args):
+def medlake_binaries(args):
+    """(label, path) of each medlake build to time."""
     if args.bin:
-        return args.bin
+        return [tuple(b.split("=", 1)) if "=" in b else ("medlake", b) for b in args.bin]
     subprocess.run(["cargo", "build", "--release", "-p", "medlake-udfs", "--example", "model_cpu"],
                    cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, "release", "examples", "model_cpu")
+    return [("medlake", os.path.join(target, "release", "examples", "model_cpu"))]
 
 
 def main():
@@ -77,13 +81,13 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="timed runs per side per round")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="directory for the models (default: a temporary one)")
-    ap.add_argument("--bin", help="the model_cpu example binary")
+    ap.add_argument("--bin", action="append", help="a model_cpu example binary, LABEL=PATH or PATH")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
 
     out = args.out or tempfile.mkdtemp(prefix="medlake-onnx-bench-")
     os.makedirs(out, exist_ok=True)
-    binary = medlake_binary(args)
+    binaries = medlake_binaries(args)
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 
     opts = ort.SessionOptions()
@@ -102,7 +106,8 @@ def main():
         ypath = os.path.join(out, f"{name}.medlake.npy")
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         want = sess.run(None, {"input": x})[0]  # warm-up
-        ort_rounds, ml_rounds, flops = [], [], None
+        ort_rounds, flops = [], None
+        ml_rounds = {label: [] for label, _ in binaries}
         for r in range(args.repeats):
             times = []
             for _ in range(args.runs):
@@ -110,32 +115,37 @@ def main():
                 sess.run(None, {"input": x})
                 times.append(time.perf_counter() - t)
             ort_rounds.append(statistics.median(times))
-            cmd = [binary, path, xpath, "--runs", str(args.runs)]
-            if r == 0:
-                cmd += ["--out", ypath]
-            res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
-                                            text=True).stdout)
-            ml_rounds.append(res["median_s"])
-            flops = res["flops"]
-        got = np.load(ypath)
-        rng = float(want.max() - want.min()) or 1.0
-        err = float(np.abs(got.astype(np.float64) - want).max()) / rng
-        o, m = statistics.median(ort_rounds), statistics.median(ml_rounds)
-        rows.append({
-            "model": name, "input": list(shape), "gflop": flops / 1e9,
-            "ort_s": o, "medlake_s": m, "ort_rounds_s": ort_rounds, "medlake_rounds_s": ml_rounds,
-            "ratio": o / m, "max_err_over_range": err,
-        })
-        print(f"{name}: ORT {[round(t * 1e3, 1) for t in ort_rounds]} ms, "
-              f"medlake {[round(t * 1e3, 1) for t in ml_rounds]} ms", file=sys.stderr)
+            for label, binary in binaries:
+                cmd = [binary, path, xpath, "--runs", str(args.runs)]
+                if r == 0:
+                    cmd += ["--out", f"{ypath}.{label}.npy"]
+                res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
+                                                text=True).stdout)
+                ml_rounds[label].append(res["median_s"])
+                flops = res["flops"]
+        o = statistics.median(ort_rounds)
+        print(f"{name}: ORT {[round(t * 1e3, 1) for t in ort_rounds]} ms", file=sys.stderr)
+        for label, _ in binaries:
+            got = np.load(f"{ypath}.{label}.npy")
+            rng = float(want.max() - want.min()) or 1.0
+            err = float(np.abs(got.astype(np.float64) - want).max()) / rng
+            m = statistics.median(ml_rounds[label])
+            rows.append({
+                "model": name, "medlake": label, "input": list(shape), "gflop": flops / 1e9,
+                "ort_s": o, "medlake_s": m, "ort_rounds_s": ort_rounds,
+                "medlake_rounds_s": ml_rounds[label], "ratio": o / m, "max_err_over_range": err,
+            })
+            print(f"  {label}: {[round(t * 1e3, 1) for t in ml_rounds[label]]} ms", file=sys.stderr)
 
     print(f"\nONNX models on the CPU, {args.threads} threads, medians of {args.repeats} alternating "
           f"rounds of {args.runs} runs (onnxruntime {ort.__version__})\n")
-    print("| model | input | GFLOP/volume | ORT vol/s | ORT GFLOP/s | medlake vol/s | "
-          "medlake GFLOP/s | medlake / ORT | max err / range |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    several = len(binaries) > 1
+    print(f"| model |{' medlake build |' if several else ''} input | GFLOP/volume | ORT vol/s | "
+          "ORT GFLOP/s | medlake vol/s | medlake GFLOP/s | medlake / ORT | max err / range |")
+    print(f"|---|{'---|' if several else ''}---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['gflop']:.3f} | "
+        build = f" {r['medlake']} |" if several else ""
+        print(f"| {r['model']} |{build} {'x'.join(map(str, r['input']))} | {r['gflop']:.3f} | "
               f"{1 / r['ort_s']:.2f} | {r['gflop'] / r['ort_s']:.1f} | {1 / r['medlake_s']:.2f} | "
               f"{r['gflop'] / r['medlake_s']:.1f} | {r['ratio']:.2f} | {r['max_err_over_range']:.1e} |")
     if args.json:
