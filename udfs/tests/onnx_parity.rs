@@ -347,6 +347,11 @@ fn memory_plan_and_run_of_a_small_graph() {
         "{memory:?}"
     );
     assert_eq!(memory.peak_node, 0);
+    // 4 output channels x 512 positions x 2 input channels multiply-adds; Relu is free.
+    assert_eq!(
+        model.flops(&[vec![1, 2, 8, 8, 8]]).unwrap(),
+        2 * 4 * 512 * 2
+    );
 
     let x: Vec<f32> = (0..1024).map(|i| (i as f32 * 0.37).sin()).collect();
     let y = model

@@ -577,8 +577,9 @@ fn is_pointwise(w: &Window) -> bool {
     w.kernel == [1; 3] && w.strides == [1; 3] && w.pads == [0; 6]
 }
 
-/// The scratch floats [`conv3d`] allocates at once: one im2col tile per thread (whole
-/// panels), and the AVX-512 kernel's copy of the weights.
+/// The scratch floats [`conv3d`] allocates at once: the padded input of the im2col-free
+/// path, or one im2col tile per thread (whole panels); and the AVX-512 kernel's copy of the
+/// weights.
 pub(super) fn conv_scratch_floats(
     x: &[usize],
     wt: &[usize],
@@ -587,6 +588,16 @@ pub(super) fn conv_scratch_floats(
     group: usize,
 ) -> usize {
     let weights = if use_avx512() { wt.iter().product() } else { 0 };
+    if use_avx512() && out[4] >= 16 {
+        // conv3d_direct: the padded, phase-split copy of the input, unless it reads the
+        // input as it is.
+        if w.pads == [0; 6] && w.strides[2] == 1 {
+            return weights;
+        }
+        let [dp, hp, wp] = [0, 1, 2].map(|a| x[2 + a] + w.pads[a] + w.pads[a + 3]);
+        let wl = wp.div_ceil(w.strides[2]) * w.strides[2];
+        return x[0] * x[1] * dp * hp * wl + weights;
+    }
     if is_pointwise(w) {
         return weights;
     }
