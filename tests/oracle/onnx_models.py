@@ -4,7 +4,7 @@ Builds each model with the `onnx` package from fixed seeds and random weights, s
 `<name>.onnx`, an input `<name>.input.npy` and onnxruntime's (CPU provider) output
 `<name>.output.npy` into --out, and onnxruntime's median run time in `<name>.ort.json`.
 
-    python3 tests/oracle/onnx_models.py --out DIR [--size 32] [--runs 5]
+    python3 tests/oracle/onnx_models.py --out DIR [--size 64] [--runs 5]
 
 Models:
 - `resnet3d`: a 3-D ResNet-18-style encoder (7^3 stride-2 stem, BatchNorm, ReLU, 3^3
@@ -16,7 +16,7 @@ Models:
   MatMul and Softmax.
 - `segblock`: a MONAI-SegResNet-style residual block with GroupNorm as exported before
   opset 18, PRelu and InstanceNormalization.
-- `unet3d`: a small 3-D U-Net on a 1x1x32^3 input: Conv+BatchNorm+ReLU blocks, two
+- `unet3d`: a small 3-D U-Net on a 1x1xS^3 input (S = --size, a multiple of 4): Conv+BatchNorm+ReLU blocks, two
   MaxPool levels down; up by a stride-2 ConvTranspose on the lower level and by a
   trilinear Resize (pytorch_half_pixel, as PyTorch exports align_corners=False) and a
   Conv on the upper one; skip Concats; a 1^3 Conv head.
@@ -27,6 +27,11 @@ Models:
 - `resize`: a chain of Resize nodes through every supported nearest_mode and
   coordinate_transformation_mode, by scales and by sizes, up and down.
 - `upsample`: Upsample (opset 9), nearest and linear.
+- `convdirect`: convolutions over rows 16 to 40 wide (medlake's im2col-free AVX-512
+  path): row widths not multiples of 16, strides, dilation, asymmetric pads, groups,
+  pointwise with and without stride, BatchNorm and activations fused.
+- `groupnorm18`, `groupnorm21`: GroupNormalization between convolutions, opset 18 (scale
+  and bias per group) and opset 21 (per channel, stash_type).
 """
 
 import argparse
@@ -86,7 +91,7 @@ class Builder:
         var = self.init("var", r.uniform(0.5, 1.5, c).astype(np.float32))
         return self.node("BatchNormalization", [x, scale, shift, mean, var], epsilon=1e-5)
 
-    def model(self, name, input_shape, output, output_shape, opset=OPSET):
+    def model(self, name, input_shape, output, output_shape, opset=OPSET, ir_version=8):
         if output_shape is None:
             output_shape = [f"out{i}" for i in range(len(input_shape))]
         graph = helper.make_graph(
@@ -96,8 +101,11 @@ class Builder:
             self.inits,
         )
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-        m.ir_version = 8
-        onnx.checker.check_model(m)
+        m.ir_version = ir_version
+        if not (opset == 18 and any(n.op_type == "GroupNormalization" for n in self.nodes)):
+            # onnx's checker refuses GroupNormalization-18 (deprecated by 21); onnxruntime
+            # still runs it.
+            onnx.checker.check_model(m)
         return m
 
 
@@ -150,12 +158,12 @@ def convnet():
     return b.model("convnet", list(shape), x, [2, 5]), shape
 
 
-def segblock():
+def segblock(shape=(1, 8, 12, 10, 14)):
     """A MONAI-SegResNet-style residual block: GroupNorm as PyTorch exports it before opset
     18 (Reshape, InstanceNormalization, Reshape, Mul, Add), PRelu, convolutions,
-    InstanceNormalization with its own scale and bias, a skip Add."""
+    InstanceNormalization with its own scale and bias, a skip Add. `shape`: the input (N, 8,
+    D, H, W); the benchmark runs it at 64^3."""
     b = Builder(11)
-    shape = (1, 8, 12, 10, 14)
     c, groups = shape[1], 4
     x = b.node("Reshape", ["input", b.init("groups", np.array([0, groups, -1], dtype=np.int64))])
     x = b.node("InstanceNormalization", [x, b.init("ones", np.ones(groups, np.float32)),
@@ -173,27 +181,63 @@ def segblock():
     return b.model("segblock", list(shape), x, list(shape)), shape
 
 
-def unet3d():
+def unet3d(size=32):
     b = Builder(3)
-    shape = (1, 1, 32, 32, 32)
+    shape = (1, 1, size, size, size)
 
     def block(x, cin, cout):
         x = b.node("Relu", [b.bn(b.conv(x, cin, cout, 3, bias=False), cout)])
         return b.node("Relu", [b.bn(b.conv(x, cout, cout, 3, bias=False), cout)])
 
-    e1 = block("input", 1, 8)  # 32^3
-    e2 = block(b.node("MaxPool", [e1], kernel_shape=[2] * 3, strides=[2] * 3), 8, 16)  # 16^3
-    bott = block(b.node("MaxPool", [e2], kernel_shape=[2] * 3, strides=[2] * 3), 16, 32)  # 8^3
+    e1 = block("input", 1, 8)  # size^3
+    e2 = block(b.node("MaxPool", [e1], kernel_shape=[2] * 3, strides=[2] * 3), 8, 16)  # (size/2)^3
+    bott = block(b.node("MaxPool", [e2], kernel_shape=[2] * 3, strides=[2] * 3), 16, 32)  # (size/4)^3
     w = b.rng.normal(0, np.sqrt(1.0 / 32), (32, 16, 2, 2, 2)).astype(np.float32)
     up = b.node("ConvTranspose", [bott, b.init("wt", w), b.init("bt", b.rng.normal(0, 0.1, 16).astype(np.float32))],
                 kernel_shape=[2] * 3, strides=[2] * 3)
-    d2 = block(b.node("Concat", [up, e2], axis=1), 32, 16)  # 16^3
+    d2 = block(b.node("Concat", [up, e2], axis=1), 32, 16)  # (size/2)^3
     scales = b.init("scales", np.array([1, 1, 2, 2, 2], dtype=np.float32))
     up = b.node("Resize", [d2, "", scales], mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
     up = b.conv(up, 16, 8, 3)
-    d1 = block(b.node("Concat", [up, e1], axis=1), 16, 8)  # 32^3
+    d1 = block(b.node("Concat", [up, e1], axis=1), 16, 8)  # size^3
     x = b.conv(d1, 8, 2, 1, pad=0)
-    return b.model("unet3d", list(shape), x, [1, 2, 32, 32, 32]), shape
+    return b.model("unet3d", list(shape), x, [1, 2, size, size, size]), shape
+
+
+def convdirect():
+    """Convolutions over rows 16 to 40 wide, which medlake's AVX-512 path computes from
+    padded input lines (no im2col): row widths that are not multiples of 16 (masked
+    half-panels), strides along x (stride phases), dilation, asymmetric pads, groups,
+    pointwise with and without stride, channel counts that are not multiples of 8, and
+    BatchNormalization and LeakyRelu/Relu fused into the convolution."""
+    b = Builder(13)
+    shape = (2, 4, 9, 11, 37)
+    x = b.node("LeakyRelu", [b.bn(b.conv("input", 4, 12, 3), 12)], alpha=0.2)  # 37 wide
+    z = b.conv(x, 12, 5, 1, pad=0)  # pointwise, 37 wide, 5 channels
+    y = b.conv(z, 5, 6, 3, stride=(1, 2, 2), dilation=2, pads=[2, 1, 3, 2, 3, 1])  # 19 wide
+    y = b.node("Relu", [y])
+    w = b.conv(x, 12, 6, 1, stride=(1, 2, 2), pad=0, group=3, bias=False)  # strided pointwise
+    x = b.node("Concat", [y, b.node("Add", [w, b.conv(y, 6, 6, 3, pad=1)])], axis=1)
+    return b.model("convdirect", list(shape), x, None), shape
+
+
+def groupnorm(shape=(2, 12, 6, 7, 5), opset=21):
+    """GroupNormalization, the opset-18 op: opset 21 (scale and bias per channel, with
+    stash_type) or opset 18 (per group), between convolutions, LeakyReLU after."""
+    b = Builder(21 + opset)
+    c = shape[1]
+    x = b.conv("input", c, c, 3)
+    groups = 3 if opset >= 21 else 4
+    n = c if opset >= 21 else groups
+    attrs = {"stash_type": 1} if opset >= 21 else {}
+    x = b.node("GroupNormalization", [x, b.init("gn_scale", b.rng.uniform(0.5, 1.5, n).astype(np.float32)),
+                                      b.init("gn_bias", b.rng.normal(0, 0.2, n).astype(np.float32))],
+               epsilon=1e-5, num_groups=groups, **attrs)
+    x = b.node("LeakyRelu", [x], alpha=0.05)
+    x = b.conv(x, c, 4, 1, pad=0)
+    m = b.model(f"groupnorm{opset}", list(shape), x, None, opset=opset,
+                ir_version=10 if opset >= 21 else 8)
+    return m, shape
 
 
 def convtranspose():
@@ -245,15 +289,16 @@ def upsample():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--size", type=int, default=32, help="resnet3d input side")
+    ap.add_argument("--size", type=int, default=64, help="resnet3d and unet3d input side")
     ap.add_argument("--runs", type=int, default=5, help="onnxruntime timing runs")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = os.cpu_count() or 1
     models = {"resnet3d": resnet3d(args.size), "convnet": convnet(), "segblock": segblock(),
-              "unet3d": unet3d(), "convtranspose": convtranspose(), "resize": resize(),
-              "upsample": upsample()}
+              "unet3d": unet3d(args.size), "convtranspose": convtranspose(), "resize": resize(),
+              "upsample": upsample(), "groupnorm18": groupnorm(opset=18),
+              "groupnorm21": groupnorm(opset=21), "convdirect": convdirect()}
     for name, (model, shape) in models.items():
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(model, path)

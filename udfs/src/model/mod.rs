@@ -10,7 +10,12 @@
 //!   the [`Model`]; BatchNormalization is folded into a per-channel scale and shift at load.
 //! - **Tensors** are dense f32, row-major; 3-D images are NCDHW.
 //! - **Execution.** [`Model::run`] plans every value's shape first ([`Model::shapes`]), then
-//!   runs the nodes in order, freeing each activation after its last use.
+//!   runs the nodes in order, freeing each activation after its last use. A fusion pass at
+//!   load lets a Conv compute the BatchNormalization and Relu/LeakyRelu after it in its
+//!   epilogue (and an activation after BatchNorm, a norm, Add or Mul be applied by that
+//!   node), where each intermediate value has no other reader; the fused nodes stay in the
+//!   graph and pass their input through. An elementwise node that reads an activation for
+//!   the last time computes in its buffer.
 //!   [`Model::memory`] reports the peak activation memory of that schedule for an input
 //!   shape, from shapes alone.
 //! - **Ops** (ONNX opsets 7–22 semantics, default domain): Conv (3-D: stride, pads,
@@ -21,15 +26,18 @@
 //!   sizes), Upsample (opsets 7–9: nearest or linear, scales of at least 1),
 //!   BatchNormalization (inference), InstanceNormalization (and so
 //!   GroupNorm as PyTorch exports it before opset 18: Reshape, InstanceNormalization,
-//!   Reshape, Mul, Add), Relu, LeakyRelu, PRelu, Sigmoid, Add, Mul (numpy broadcasting),
+//!   Reshape, Mul, Add), GroupNormalization (opset 18: scale and bias per group; opset
+//!   21: per channel; statistics in f64 whatever stash_type), Relu, LeakyRelu, PRelu, Sigmoid, Add, Mul (numpy broadcasting),
 //!   Concat, MaxPool and AveragePool (3-D, with count_include_pad; not ceil_mode),
 //!   GlobalAveragePool, Flatten, Reshape (constant shape), Gemm, MatMul, Softmax, and
-//!   Constant and Identity. Convolution is im2col over
-//!   matrixmultiply's SGEMM, split over output tiles with rayon; transposed convolution is
+//!   Constant and Identity. Convolution runs on an own AVX-512 kernel reading padded input
+//!   lines (no im2col) where the CPU has AVX-512F, else im2col over matrixmultiply's
+//!   SGEMM, split over output tiles with rayon ([`cpu`]); [`Model::flops`] counts a run's
+//!   multiply-adds; transposed convolution is
 //!   SGEMM (weights transposed by input) then a col2im scatter, split over output-channel
 //!   blocks; Resize runs axis by axis ([`cpu`]).
-//! - **Load-time errors** name the node, the op and the attribute: an op not listed above
-//!   (GroupNormalization, the opset-18 op, among them); Conv and pooling auto_pad other than
+//! - **Load-time errors** name the node, the op and the attribute: an op not listed above;
+//!   Conv and pooling auto_pad other than
 //!   NOTSET or VALID, pooling ceil_mode; ConvTranspose output_shape, auto_pad other than
 //!   NOTSET, output_padding not below its stride or dilation; Resize before opset 11, modes
 //!   other than nearest and linear (cubic), coordinate_transformation_mode
@@ -92,6 +100,12 @@ struct Node {
     op: Op,
     inputs: Vec<Source>,
     outputs: Vec<usize>,
+    /// On the CPU: the BatchNormalization and activation nodes after this one that it
+    /// computes itself (see [`fuse`]).
+    epilogue: Option<cpu::Epilogue>,
+    /// On the CPU: this node's work was done by the node before it (its `epilogue`); its
+    /// input passes through as its output.
+    fused: bool,
 }
 
 impl Node {
@@ -337,6 +351,8 @@ impl Model {
                 op,
                 inputs: sources,
                 outputs,
+                epilogue: None,
+                fused: false,
             });
         }
 
@@ -350,6 +366,7 @@ impl Model {
             })?;
             outputs.push((o.name().to_string(), slot));
         }
+        fuse(&mut nodes, &outputs, value_names.len());
         let mut last_use = vec![0usize; value_names.len()];
         for (i, node) in nodes.iter().enumerate() {
             for s in &node.inputs {
@@ -455,6 +472,13 @@ impl Model {
         for (i, node) in self.nodes.iter().enumerate() {
             let ins = node.input_shapes(&shapes);
             live += bytes(node.outputs[0]);
+            if node.fused {
+                // The input's buffer becomes the output: nothing new is allocated.
+                for v in self.freed_after(i) {
+                    live -= bytes(v);
+                }
+                continue;
+            }
             let at = live + node.op.scratch_bytes(&ins, &shapes[node.outputs[0]]);
             if at > peak {
                 (peak, peak_node) = (at, i);
@@ -468,6 +492,35 @@ impl Model {
             peak_activation_bytes: peak,
             peak_node,
         })
+    }
+
+    /// The floating-point operations of one run for the given input shapes: 2 × the
+    /// multiply-adds of Conv, ConvTranspose, Gemm and MatMul (the other ops are cheap next
+    /// to them and are not counted).
+    pub fn flops(&self, input_shapes: &[Vec<usize>]) -> Result<u64> {
+        let shapes = self.plan(input_shapes)?;
+        let mut total = 0u64;
+        for node in &self.nodes {
+            let ins = node.input_shapes(&shapes);
+            let out = &shapes[node.outputs[0]];
+            let prod = |s: &[usize]| s.iter().product::<usize>() as u64;
+            total += match &node.op {
+                // Each output value: C/group × kernel multiply-adds (the weight's row).
+                Op::Conv { .. } => 2 * prod(out) * prod(&ins[1][1..]),
+                // Each input value: (M/group) × kernel multiply-adds (the weight's row).
+                Op::ConvTranspose { .. } => 2 * prod(ins[0]) * prod(&ins[1][1..]),
+                Op::Gemm { trans_a, .. } => {
+                    let k = if *trans_a { ins[0][0] } else { ins[0][1] };
+                    2 * prod(out) * k as u64
+                }
+                Op::MatMul => {
+                    let a = ins[0];
+                    2 * prod(out) * a[a.len() - 1] as u64
+                }
+                _ => 0,
+            };
+        }
+        Ok(total)
     }
 
     /// The value slots whose last reader is node `i` (each once).
@@ -503,6 +556,43 @@ impl Model {
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let out_shape = &shapes[node.outputs[0]];
+            // Computed by an earlier node's epilogue, or computed in the buffer of an input
+            // read last here.
+            let owned = match node.inputs.first() {
+                Some(Source::Value(v))
+                    if (node.fused || cpu::in_place(&node.op, &shapes[*v], out_shape))
+                        && self.last_use[*v] == i
+                        && node.inputs[1..]
+                            .iter()
+                            .all(|s| !matches!(s, Source::Value(w) if w == v)) =>
+                {
+                    values[*v].take()
+                }
+                _ => None,
+            };
+            if let Some(x) = owned {
+                let data = if node.fused {
+                    x.data
+                } else {
+                    let rest: Vec<&Tensor> = node.inputs[1..]
+                        .iter()
+                        .map(|s| match s {
+                            Source::Value(v) => values[*v].as_ref().expect("computed before use"),
+                            Source::Weight(t) => t.as_ref(),
+                        })
+                        .collect();
+                    cpu::run_owned(&node.op, x.data, &x.shape, &rest, node.epilogue.as_ref())
+                };
+                values[node.outputs[0]] = Some(Tensor {
+                    shape: out_shape.clone(),
+                    data,
+                });
+                for v in self.freed_after(i) {
+                    values[v] = None;
+                }
+                continue;
+            }
+            debug_assert!(!node.fused, "a fused node's input is read by it alone");
             let out = {
                 let ins: Vec<&Tensor> = node
                     .inputs
@@ -512,7 +602,7 @@ impl Model {
                         Source::Weight(t) => t.as_ref(),
                     })
                     .collect();
-                cpu::run(&node.op, &ins, out_shape)
+                cpu::run_fused(&node.op, &ins, out_shape, node.epilogue.as_ref())
             };
             debug_assert_eq!(out.len(), out_shape.iter().product::<usize>());
             values[node.outputs[0]] = Some(Tensor {
@@ -528,6 +618,87 @@ impl Model {
             .iter()
             .map(|(_, s)| values[*s].clone().expect("graph outputs are computed"))
             .collect())
+    }
+}
+
+/// The CPU's fusion pass: a Conv followed by BatchNormalization and an activation (Relu,
+/// LeakyRelu), or a BatchNormalization, InstanceNormalization, GroupNormalization, Add or
+/// Mul followed by an activation, where each intermediate value is read by the next node
+/// alone (and is no graph output), computes the chain in its own epilogue; the nodes after
+/// it are marked `fused` and pass their input through. The nodes stay in the graph with
+/// their ops: a backend that ignores `epilogue` and `fused` runs the same graph unfused.
+fn fuse(nodes: &mut [Node], outputs: &[(String, usize)], values: usize) {
+    let mut readers = vec![0usize; values];
+    let mut reader = vec![usize::MAX; values];
+    for (i, node) in nodes.iter().enumerate() {
+        for s in &node.inputs {
+            if let Source::Value(v) = s {
+                readers[*v] += 1;
+                reader[*v] = i;
+            }
+        }
+    }
+    for (_, slot) in outputs {
+        readers[*slot] += 1;
+    }
+    for i in 0..nodes.len() {
+        let conv = matches!(nodes[i].op, Op::Conv { .. });
+        let head = conv
+            || matches!(
+                nodes[i].op,
+                Op::BatchNorm { .. }
+                    | Op::InstanceNorm { .. }
+                    | Op::GroupNorm { .. }
+                    | Op::Add
+                    | Op::Mul
+            );
+        if nodes[i].fused || !head {
+            continue;
+        }
+        let mut epilogue = cpu::Epilogue {
+            scale: None,
+            shift: None,
+            act: cpu::Act::Identity,
+        };
+        let mut tail = nodes[i].outputs[0];
+        while readers[tail] == 1 && reader[tail] != usize::MAX {
+            let j = reader[tail];
+            let next = &nodes[j];
+            if !matches!(next.inputs.first(), Some(Source::Value(v)) if *v == tail) {
+                break;
+            }
+            match &next.op {
+                Op::BatchNorm { scale, shift } if conv && epilogue.act == cpu::Act::Identity => {
+                    // (x * s0 + t0) * s + t
+                    let s0 = epilogue
+                        .scale
+                        .take()
+                        .unwrap_or_else(|| vec![1.0; scale.len()]);
+                    let t0 = epilogue
+                        .shift
+                        .take()
+                        .unwrap_or_else(|| vec![0.0; scale.len()]);
+                    epilogue.scale = Some(s0.iter().zip(scale).map(|(a, b)| a * b).collect());
+                    epilogue.shift = Some(
+                        t0.iter()
+                            .zip(scale)
+                            .zip(shift)
+                            .map(|((t0, s), t)| t0 * s + t)
+                            .collect(),
+                    );
+                }
+                Op::Relu if epilogue.act == cpu::Act::Identity => epilogue.act = cpu::Act::Relu,
+                Op::LeakyRelu { alpha } if epilogue.act == cpu::Act::Identity => {
+                    epilogue.act = cpu::Act::LeakyRelu(*alpha)
+                }
+                _ => break,
+            }
+            nodes[j].fused = true;
+            tail = nodes[j].outputs[0];
+        }
+        if epilogue.scale.is_some() || epilogue.act != cpu::Act::Identity {
+            nodes[i].epilogue = Some(epilogue);
+        }
     }
 }
 

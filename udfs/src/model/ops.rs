@@ -59,6 +59,15 @@ pub enum Op {
     InstanceNorm {
         epsilon: f32,
     },
+    /// GroupNormalization (opset 18 and 21). Inputs: x (N, C, ...), scale, bias; the
+    /// channels are cut into `groups` consecutive groups, each (n, group) normalized over
+    /// its channels and positions, then scaled and shifted: per group (`per_group`, opset
+    /// 18–20: scale and bias of length `groups`) or per channel (opset 21: length C).
+    GroupNorm {
+        epsilon: f32,
+        groups: usize,
+        per_group: bool,
+    },
     Relu,
     LeakyRelu {
         alpha: f32,
@@ -179,6 +188,7 @@ impl Op {
             Op::Resize { .. } => "Resize",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::InstanceNorm { .. } => "InstanceNormalization",
+            Op::GroupNorm { .. } => "GroupNormalization",
             Op::PRelu => "PRelu",
             Op::Relu => "Relu",
             Op::LeakyRelu { .. } => "LeakyRelu",
@@ -301,6 +311,24 @@ impl Op {
                     return Err(format!(
                         "input {x:?}, scale {:?}, bias {:?}",
                         ins[1], ins[2]
+                    ));
+                }
+                Ok(x.to_vec())
+            }
+            Op::GroupNorm {
+                groups, per_group, ..
+            } => {
+                let c = x.get(1).copied().unwrap_or(0);
+                if x.len() < 3 || !c.is_multiple_of(*groups) {
+                    return Err(format!("input {x:?} for {groups} groups"));
+                }
+                let len = if *per_group { *groups } else { c };
+                if ins[1..].iter().any(|p| p.iter().product::<usize>() != len) {
+                    return Err(format!(
+                        "input {x:?}, {groups} groups: scale {:?} and bias {:?} must have {len} values ({})",
+                        ins[1],
+                        ins[2],
+                        if *per_group { "one per group, opset 18" } else { "one per channel, opset 21" }
                     ));
                 }
                 Ok(x.to_vec())
@@ -716,6 +744,28 @@ pub(super) fn parse(
             },
             3,
         ),
+        "GroupNormalization" => {
+            need(3)?;
+            let epsilon = at.float("epsilon", 1e-5)?;
+            let groups = at
+                .take("num_groups", AttributeType::Int)?
+                .ok_or("attribute num_groups is required")?
+                .i();
+            if groups < 1 {
+                return Err(format!("attribute num_groups={groups}"));
+            }
+            // stash_type (opset 21): the precision of the statistics; they are computed in
+            // f64 here, at least as precise as either float32 (1) or double (11).
+            at.int("stash_type", 1)?;
+            (
+                Op::GroupNorm {
+                    epsilon,
+                    groups: groups as usize,
+                    per_group: opset < 21,
+                },
+                3,
+            )
+        }
         "PRelu" => (Op::PRelu, 2),
         "Relu" => (Op::Relu, 1),
         "Sigmoid" => (Op::Sigmoid, 1),
