@@ -42,6 +42,7 @@
 //! is chosen.
 
 pub mod cpu;
+pub mod gpu;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 #[rustfmt::skip]
 pub mod onnx;
@@ -49,11 +50,14 @@ mod ops;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::Backend;
+pub use gpu::GpuModel;
 pub use ops::Op;
 
 /// A dense f32 tensor, row-major.
@@ -132,6 +136,8 @@ pub struct Model {
     /// graph outputs, which live to the end).
     last_use: Vec<usize>,
     weight_bytes: usize,
+    /// The model resident on a device ([`Model::on_gpu`]): the last device asked for.
+    resident: Mutex<Option<Arc<GpuModel>>>,
 }
 
 /// Peak memory of one run for an input shape, from shapes alone.
@@ -378,6 +384,7 @@ impl Model {
             value_names,
             last_use,
             weight_bytes,
+            resident: Mutex::new(None),
         })
     }
 
@@ -468,6 +475,74 @@ impl Model {
             peak_activation_bytes: peak,
             peak_node,
         })
+    }
+
+    /// The floating-point operations of one run for these input shapes: 2 per
+    /// multiply-add of Conv, ConvTranspose, Gemm and MatMul (the rest is not counted).
+    pub fn flops(&self, input_shapes: &[Vec<usize>]) -> Result<u64> {
+        let shapes = self.plan(input_shapes)?;
+        let mut total = 0u64;
+        for node in &self.nodes {
+            let ins = node.input_shapes(&shapes);
+            let out = &shapes[node.outputs[0]];
+            let macs: usize = match &node.op {
+                // Each output element: C/group x kernel products.
+                Op::Conv { .. } => {
+                    out.iter().product::<usize>() * ins[1][1..].iter().product::<usize>()
+                }
+                // Each input element: M/group x kernel products.
+                Op::ConvTranspose { .. } => {
+                    ins[0].iter().product::<usize>() * ins[1][1..].iter().product::<usize>()
+                }
+                Op::Gemm { trans_a, .. } => {
+                    let k = if *trans_a { ins[0][0] } else { ins[0][1] };
+                    out[0] * out[1] * k
+                }
+                Op::MatMul => {
+                    let s = ops::matmul_shape(ins[0], ins[1]).map_err(Error::Model)?;
+                    s.batch.iter().product::<usize>() * s.mkn.iter().product::<usize>()
+                }
+                _ => 0,
+            };
+            total += 2 * macs as u64;
+        }
+        Ok(total)
+    }
+
+    /// The largest channel plane (the product of the axes after the second, in bytes)
+    /// among the inputs and every value of a run for these input shapes: the smallest
+    /// storage binding the GPU path runs this model with.
+    pub fn largest_plane_bytes(&self, input_shapes: &[Vec<usize>]) -> Result<usize> {
+        let shapes = self.plan(input_shapes)?;
+        Ok(shapes
+            .iter()
+            .map(|s| s.iter().skip(2).product::<usize>() * 4)
+            .max()
+            .unwrap_or(4))
+    }
+
+    /// This model resident on `gpu`: pipelines compiled and weights uploaded the first
+    /// time, then the same object (kept in the model) for every later call with the same
+    /// device. Asked for another device, the model moves there.
+    pub fn on_gpu(&self, gpu: &Arc<Gpu>) -> Result<Arc<GpuModel>> {
+        let mut resident = self.resident.lock().expect("resident model");
+        if let Some(r) = resident.as_ref() {
+            if Arc::ptr_eq(r.gpu(), gpu) {
+                return Ok(r.clone());
+            }
+        }
+        let r = Arc::new(GpuModel::new(self, gpu)?);
+        *resident = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Run the model on `backend`: [`Model::run`] on the CPU; on a GPU, the model
+    /// resident there ([`Model::on_gpu`]).
+    pub fn run_on(&self, backend: &Backend, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        match backend {
+            Backend::Cpu => self.run(inputs),
+            Backend::Gpu(g) => self.on_gpu(g)?.run(self, inputs),
+        }
     }
 
     /// The value slots whose last reader is node `i` (each once).

@@ -1,0 +1,153 @@
+// 3-D convolution as an implicit GEMM: out[m, n] = sum_k W[m, k] * cols[k, n], M the output
+// channels of the dispatch, N the output voxels, K = input channels of this pass x kernel
+// volume. The im2col matrix is never built: each workgroup gathers a 16 x 64 tile of it
+// straight from the input (`ktab` turns a row k into its channel and kernel offsets). A
+// workgroup of 256 threads computes a 64 x 64 output tile, 4 x 4 per thread, from tiles
+// in workgroup memory, K in steps of 16.
+//
+// A pass covers the input channels of one chunk: the first pass adds the bias, later ones
+// add to what the output holds, the last applies the activation (flags bits 0, 1; the
+// activation in bits 8-9: 1 relu, 2 leaky relu by alpha, 3 sigmoid).
+//
+// Weights are resident, transposed: wt[(g * K_group + k) * mg + m_in_group].
+
+struct Params {
+    in_d: u32, in_h: u32, in_w: u32, in_off: i32,
+    out_d: u32, out_h: u32, out_w: u32, out_off: u32,
+    sd: u32, sh: u32, sw: u32, kpass: u32,
+    pd: u32, ph: u32, pw: u32, mcount: u32,
+    w_k0: u32, w_m0: u32, mg: u32, bias_m0: u32,
+    k0: u32, flags: u32, alpha: f32, _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+// Per row k of the group: (channel in group, dz | dy << 10 | dx << 20), dilations applied.
+@group(0) @binding(3) var<storage, read> ktab: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> As: array<vec4<f32>, 256>; // [k][m / 4]
+var<workgroup> Bs: array<vec4<f32>, 256>; // [k][n / 4]
+
+fn act(v: f32) -> f32 {
+    let a = (p.flags >> 8u) & 3u;
+    if a == 1u {
+        return max(v, 0.0);
+    }
+    if a == 2u {
+        return select(v, v * p.alpha, v < 0.0);
+    }
+    if a == 3u {
+        return 1.0 / (1.0 + exp(-v));
+    }
+    return v;
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let np = p.out_d * p.out_h * p.out_w;
+    let n_tile = (wid.x + wid.z * nwg.x) * TN;
+    let m_tile = wid.y * TM;
+    if n_tile >= np {
+        return;
+    }
+    let in_hw = p.in_h * p.in_w;
+    let in_plane = p.in_d * in_hw;
+    let kpass = p.kpass;
+
+    // This thread's column of the B tile (an output voxel) and rows kr + 4 r.
+    let bn = li % 64u;
+    let kr = li / 64u;
+    let n = n_tile + bn;
+    let n_ok = n < np;
+    let ox = n % p.out_w;
+    let t = n / p.out_w;
+    let oy = t % p.out_h;
+    let oz = t / p.out_h;
+    let z0 = i32(oz * p.sd) - i32(p.pd);
+    let y0 = i32(oy * p.sh) - i32(p.ph);
+    let x0 = i32(ox * p.sw) - i32(p.pw);
+    let m_ok = m_tile + bn < p.mcount;
+    let wcol = p.w_m0 + m_tile + bn;
+
+    let tx = li % 16u;
+    let ty = li / 16u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+
+    for (var kb = 0u; kb < kpass; kb += TK) {
+        for (var r = 0u; r < 4u; r++) {
+            let kl = kr + 4u * r;
+            let k = kb + kl;
+            var a = 0.0;
+            var b = 0.0;
+            if k < kpass {
+                if m_ok {
+                    a = wt[(p.w_k0 + k) * p.mg + wcol];
+                }
+                if n_ok {
+                    let e = ktab[p.k0 + k];
+                    let iz = z0 + i32(e.y & 1023u);
+                    let iy = y0 + i32((e.y >> 10u) & 1023u);
+                    let ix = x0 + i32(e.y >> 20u);
+                    if iz >= 0 && iz < i32(p.in_d) && iy >= 0 && iy < i32(p.in_h) && ix >= 0
+                        && ix < i32(p.in_w) {
+                        let plane = u32(p.in_off + i32(e.x));
+                        b = x[plane * in_plane + u32(iz) * in_hw + u32(iy) * p.in_w + u32(ix)];
+                    }
+                }
+            }
+            As[kl * 16u + bn / 4u][bn % 4u] = a;
+            Bs[kl * 16u + bn / 4u][bn % 4u] = b;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = As[kk * 16u + ty];
+            let b = Bs[kk * 16u + tx];
+            acc0 += a.x * b;
+            acc1 += a.y * b;
+            acc2 += a.z * b;
+            acc3 += a.w * b;
+        }
+        workgroupBarrier();
+    }
+
+    var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    let first = (p.flags & 1u) != 0u;
+    let last = (p.flags & 2u) != 0u;
+    for (var i = 0u; i < 4u; i++) {
+        let m = m_tile + ty * 4u + i;
+        if m >= p.mcount {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let nn = n_tile + tx * 4u + j;
+            if nn >= np {
+                break;
+            }
+            let idx = (p.out_off + m) * np + nn;
+            var v = acc[i][j];
+            if first {
+                v += bias[p.bias_m0 + m];
+            } else {
+                v += y[idx];
+            }
+            if last {
+                v = act(v);
+            }
+            y[idx] = v;
+        }
+    }
+}
