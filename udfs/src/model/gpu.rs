@@ -50,9 +50,73 @@ const MAX_GROUPS: u32 = 65_535;
 /// device starts while the rest is recorded).
 const SUBMIT_EVERY: usize = 256;
 
+/// The implicit-GEMM convolution's variants: output tile (channels x voxels) per
+/// workgroup of 256 threads and block per thread, (TM, TN, RM, RN).
+const CONV_TILES: [(usize, usize, usize, usize); 4] = [
+    (64, 64, 4, 4),
+    (128, 128, 8, 8),
+    (16, 256, 4, 4),
+    (256, 16, 4, 4),
+];
+
+/// The variant of [`CONV_TILES`] for `mcount` output channels of `np` voxels: narrow
+/// tiles where one side is small, large ones where there are enough of them to fill a
+/// large GPU.
+fn conv_variant(mcount: usize, np: usize) -> usize {
+    if mcount <= 16 {
+        2
+    } else if np <= 16 {
+        3
+    } else if mcount >= 128 && mcount.div_ceil(128) * np.div_ceil(128) >= 256 {
+        1
+    } else {
+        0
+    }
+}
+
+/// `shaders/conv.wgsl` for one tile variant: the sizes, and the per-thread accumulators,
+/// products and stores unrolled (so they stay in registers).
+fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
+    let rn4 = rn / 4;
+    let lane = ["x", "y", "z", "w"];
+    let (mut decl, mut inner, mut store) = (String::new(), String::new(), String::new());
+    for i in 0..rm {
+        for j in 0..rn4 {
+            decl += &format!("    var acc{i}_{j} = vec4<f32>(0.0);\n");
+            inner += &format!(
+                "            acc{i}_{j} += a{}.{} * b{j};\n",
+                i / 4,
+                lane[i % 4]
+            );
+            store += &format!(
+                "    store(m_tile + ty * RM + {i}u, n_tile + tx * RN + {}u, np, acc{i}_{j});\n",
+                j * 4
+            );
+        }
+    }
+    let mut loads = String::new();
+    for i in 0..rm / 4 {
+        loads += &format!("            let a{i} = As[kk * (TM / 4u) + ty * (RM / 4u) + {i}u];\n");
+    }
+    for j in 0..rn4 {
+        loads += &format!("            let b{j} = Bs[kk * (TN / 4u) + tx * (RN / 4u) + {j}u];\n");
+    }
+    include_str!("shaders/conv.wgsl")
+        .replace("@TMu", &format!("{tm}u"))
+        .replace("@TNu", &format!("{tn}u"))
+        .replace("@RMu", &format!("{rm}u"))
+        .replace("@RNu", &format!("{rn}u"))
+        .replace("@AS", &(16 * tm / 4).to_string())
+        .replace("@BS", &(16 * tn / 4).to_string())
+        .replace("//@DECL\n", &decl)
+        .replace("//@INNER\n", &(loads + &inner))
+        .replace("//@STORE\n", &store)
+}
+
 /// The compiled pipelines.
 struct Kernels {
-    conv: wgpu::ComputePipeline,
+    /// By [`CONV_TILES`] variant.
+    conv: Vec<wgpu::ComputePipeline>,
     conv_transpose: wgpu::ComputePipeline,
     gemm: wgpu::ComputePipeline,
     pointwise: wgpu::ComputePipeline,
@@ -81,7 +145,15 @@ impl Kernels {
             })
         };
         Kernels {
-            conv: pipeline("model conv", include_str!("shaders/conv.wgsl")),
+            conv: CONV_TILES
+                .iter()
+                .map(|&(tm, tn, rm, rn)| {
+                    pipeline(
+                        &format!("model conv {tm}x{tn}"),
+                        &conv_source(tm, tn, rm, rn),
+                    )
+                })
+                .collect(),
             conv_transpose: pipeline(
                 "model conv_transpose",
                 include_str!("shaders/conv_transpose.wgsl"),
@@ -230,6 +302,8 @@ pub struct GpuModel {
     uploads: AtomicUsize,
     uploaded_bytes: AtomicUsize,
     runs: AtomicUsize,
+    /// A [`CONV_TILES`] variant every convolution uses, plus one (0: chosen by shape).
+    forced_tiles: AtomicUsize,
 }
 
 impl std::fmt::Debug for GpuModel {
@@ -272,6 +346,7 @@ impl GpuModel {
             uploads: AtomicUsize::new(0),
             uploaded_bytes: AtomicUsize::new(0),
             runs: AtomicUsize::new(0),
+            forced_tiles: AtomicUsize::new(0),
         };
         // How many nodes read each value (a value read twice by one node counts twice).
         let mut readers = vec![0usize; model.value_names.len()];
@@ -352,6 +427,14 @@ impl GpuModel {
     /// The bytes of the resident weights.
     pub fn weight_bytes(&self) -> usize {
         self.uploaded_bytes.load(Ordering::Relaxed)
+    }
+
+    /// For tests: make every convolution use tile variant `variant` (0: 64 x 64, 1:
+    /// 128 x 128, 2: 16 x 256, 3: 256 x 16), or choose by shape again (`None`).
+    #[doc(hidden)]
+    pub fn force_conv_tiles(&self, variant: Option<usize>) {
+        let v = variant.map_or(0, |v| v.min(CONV_TILES.len() - 1) + 1);
+        self.forced_tiles.store(v, Ordering::Relaxed);
     }
 
     /// How many runs this resident model has made.
@@ -1156,12 +1239,6 @@ impl GpuModel {
         debug_assert_eq!(wshape[1], cg);
         let (i3, o3) = (&x.shape[2..], &out.shape[2..]);
         let np: usize = o3.iter().product();
-        let tiles_n = np.div_ceil(64) as u32;
-        let (gx, gz) = if tiles_n <= MAX_GROUPS {
-            (tiles_n, 1)
-        } else {
-            (MAX_GROUPS, tiles_n.div_ceil(MAX_GROUPS))
-        };
         for (oc, range) in (0..out.bufs.len()).map(|i| (i, out.layout.range(i))) {
             // Runs of output planes within one image and one group.
             let mut p = range.start;
@@ -1174,6 +1251,17 @@ impl GpuModel {
                 let first_in = img * c + g * cg;
                 let passes = pieces_of(&x.layout, first_in..first_in + cg);
                 let n_pass = passes.len();
+                let variant = match self.forced_tiles.load(Ordering::Relaxed) {
+                    0 => conv_variant(mcount, np),
+                    v => v - 1,
+                };
+                let (tm, tn, _, _) = CONV_TILES[variant];
+                let tiles_n = np.div_ceil(tn) as u32;
+                let (gx, gz) = if tiles_n <= MAX_GROUPS {
+                    (tiles_n, 1)
+                } else {
+                    (MAX_GROUPS, tiles_n.div_ceil(MAX_GROUPS))
+                };
                 for (pi, (ci, local, cstart, ccount)) in passes.into_iter().enumerate() {
                     // cstart: the group-relative channel of the pass's first plane.
                     let mut flags = 0u32;
@@ -1211,10 +1299,10 @@ impl GpuModel {
                         0,
                     ];
                     rec.dispatch(
-                        &self.k.conv,
+                        &self.k.conv[variant],
                         &[&x.bufs[ci], wt, bias, ktab, &out.bufs[oc]],
                         &params,
-                        [gx, mcount.div_ceil(64) as u32, gz],
+                        [gx, mcount.div_ceil(tm) as u32, gz],
                     );
                 }
                 p = end;

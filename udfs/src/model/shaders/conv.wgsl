@@ -1,9 +1,11 @@
 // 3-D convolution as an implicit GEMM: out[m, n] = sum_k W[m, k] * cols[k, n], M the output
 // channels of the dispatch, N the output voxels, K = input channels of this pass x kernel
-// volume. The im2col matrix is never built: each workgroup gathers a 16 x 64 tile of it
+// volume. The im2col matrix is never built: each workgroup gathers a TK x TN tile of it
 // straight from the input (`ktab` turns a row k into its channel and kernel offsets). A
-// workgroup of 256 threads computes a 64 x 64 output tile, 4 x 4 per thread, from tiles
-// in workgroup memory, K in steps of 16.
+// workgroup of 256 threads computes a TM x TN output tile, RM x RN per thread (register
+// blocking), from tiles in workgroup memory, K in steps of TK. This is a template:
+// `GpuModel` fills in the tile sizes and the unrolled per-thread blocks (`//@` lines)
+// for each variant (64 x 64, 128 x 128, 16 x 256, 256 x 16).
 //
 // A pass covers the input channels of one chunk: the first pass adds the bias, later ones
 // add to what the output holds, the last applies the activation (flags bits 0, 1; the
@@ -28,12 +30,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
+const TM: u32 = @TMu;
+const TN: u32 = @TNu;
 const TK: u32 = 16u;
+const RM: u32 = @RMu;
+const RN: u32 = @RNu;
+// Threads along n.
+const TXN: u32 = TN / RN;
 
-var<workgroup> As: array<vec4<f32>, 256>; // [k][m / 4]
-var<workgroup> Bs: array<vec4<f32>, 256>; // [k][n / 4]
+var<workgroup> As: array<vec4<f32>, @AS>; // [k][m / 4]
+var<workgroup> Bs: array<vec4<f32>, @BS>; // [k][n / 4]
 
 fn act(v: f32) -> f32 {
     let a = (p.flags >> 8u) & 3u;
@@ -47,6 +53,31 @@ fn act(v: f32) -> f32 {
         return 1.0 / (1.0 + exp(-v));
     }
     return v;
+}
+
+fn store(m: u32, n0: u32, np: u32, v: vec4<f32>) {
+    if m >= p.mcount {
+        return;
+    }
+    let first = (p.flags & 1u) != 0u;
+    let last = (p.flags & 2u) != 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let nn = n0 + j;
+        if nn >= np {
+            return;
+        }
+        let idx = (p.out_off + m) * np + nn;
+        var r = v[j];
+        if first {
+            r += bias[p.bias_m0 + m];
+        } else {
+            r += y[idx];
+        }
+        if last {
+            r = act(r);
+        }
+        y[idx] = r;
+    }
 }
 
 @compute @workgroup_size(256)
@@ -65,9 +96,9 @@ fn main(
     let in_plane = p.in_d * in_hw;
     let kpass = p.kpass;
 
-    // This thread's column of the B tile (an output voxel) and rows kr + 4 r.
-    let bn = li % 64u;
-    let kr = li / 64u;
+    // This thread's column of the B tile (an output voxel), rows kb + 256 / TN * r.
+    let bn = li % TN;
+    let bk = li / TN;
     let n = n_tile + bn;
     let n_ok = n < np;
     let ox = n % p.out_w;
@@ -77,77 +108,48 @@ fn main(
     let z0 = i32(oz * p.sd) - i32(p.pd);
     let y0 = i32(oy * p.sh) - i32(p.ph);
     let x0 = i32(ox * p.sw) - i32(p.pw);
-    let m_ok = m_tile + bn < p.mcount;
-    let wcol = p.w_m0 + m_tile + bn;
+    // This thread's column of the A tile (an output channel), rows ak + 256 / TM * r.
+    let am = li % TM;
+    let ak = li / TM;
+    let m_ok = m_tile + am < p.mcount;
+    let wcol = p.w_m0 + m_tile + am;
 
-    let tx = li % 16u;
-    let ty = li / 16u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    let tx = li % TXN;
+    let ty = li / TXN;
+//@DECL
 
     for (var kb = 0u; kb < kpass; kb += TK) {
-        for (var r = 0u; r < 4u; r++) {
-            let kl = kr + 4u * r;
+        for (var r = 0u; r < TK * TM / 256u; r++) {
+            let kl = ak + 256u / TM * r;
             let k = kb + kl;
             var a = 0.0;
+            if k < kpass && m_ok {
+                a = wt[(p.w_k0 + k) * p.mg + wcol];
+            }
+            As[kl * (TM / 4u) + am / 4u][am % 4u] = a;
+        }
+        for (var r = 0u; r < TK * TN / 256u; r++) {
+            let kl = bk + 256u / TN * r;
+            let k = kb + kl;
             var b = 0.0;
-            if k < kpass {
-                if m_ok {
-                    a = wt[(p.w_k0 + k) * p.mg + wcol];
-                }
-                if n_ok {
-                    let e = ktab[p.k0 + k];
-                    let iz = z0 + i32(e.y & 1023u);
-                    let iy = y0 + i32((e.y >> 10u) & 1023u);
-                    let ix = x0 + i32(e.y >> 20u);
-                    if iz >= 0 && iz < i32(p.in_d) && iy >= 0 && iy < i32(p.in_h) && ix >= 0
-                        && ix < i32(p.in_w) {
-                        let plane = u32(p.in_off + i32(e.x));
-                        b = x[plane * in_plane + u32(iz) * in_hw + u32(iy) * p.in_w + u32(ix)];
-                    }
+            if k < kpass && n_ok {
+                let e = ktab[p.k0 + k];
+                let iz = z0 + i32(e.y & 1023u);
+                let iy = y0 + i32((e.y >> 10u) & 1023u);
+                let ix = x0 + i32(e.y >> 20u);
+                if iz >= 0 && iz < i32(p.in_d) && iy >= 0 && iy < i32(p.in_h) && ix >= 0
+                    && ix < i32(p.in_w) {
+                    let plane = u32(p.in_off + i32(e.x));
+                    b = x[plane * in_plane + u32(iz) * in_hw + u32(iy) * p.in_w + u32(ix)];
                 }
             }
-            As[kl * 16u + bn / 4u][bn % 4u] = a;
-            Bs[kl * 16u + bn / 4u][bn % 4u] = b;
+            Bs[kl * (TN / 4u) + bn / 4u][bn % 4u] = b;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let a = As[kk * 16u + ty];
-            let b = Bs[kk * 16u + tx];
-            acc0 += a.x * b;
-            acc1 += a.y * b;
-            acc2 += a.z * b;
-            acc3 += a.w * b;
+//@INNER
         }
         workgroupBarrier();
     }
-
-    var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    let first = (p.flags & 1u) != 0u;
-    let last = (p.flags & 2u) != 0u;
-    for (var i = 0u; i < 4u; i++) {
-        let m = m_tile + ty * 4u + i;
-        if m >= p.mcount {
-            break;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let nn = n_tile + tx * 4u + j;
-            if nn >= np {
-                break;
-            }
-            let idx = (p.out_off + m) * np + nn;
-            var v = acc[i][j];
-            if first {
-                v += bias[p.bias_m0 + m];
-            } else {
-                v += y[idx];
-            }
-            if last {
-                v = act(v);
-            }
-            y[idx] = v;
-        }
-    }
+//@STORE
 }
