@@ -89,7 +89,7 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
                 lane[i % 4]
             );
             store += &format!(
-                "    store(m_tile + ty * RM + {i}u, n_tile + tx * RN + {}u, np, acc{i}_{j});\n",
+                "    store(m_tile + ty * RM + {i}u, n_tile + tx * RN + {}u, np, acc{i}_{j}, slice);\n",
                 j * 4
             );
         }
@@ -117,6 +117,7 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
 struct Kernels {
     /// By [`CONV_TILES`] variant.
     conv: Vec<wgpu::ComputePipeline>,
+    splitk_reduce: wgpu::ComputePipeline,
     conv_transpose: wgpu::ComputePipeline,
     gemm: wgpu::ComputePipeline,
     pointwise: wgpu::ComputePipeline,
@@ -154,6 +155,10 @@ impl Kernels {
                     )
                 })
                 .collect(),
+            splitk_reduce: pipeline(
+                "model splitk_reduce",
+                include_str!("shaders/splitk_reduce.wgsl"),
+            ),
             conv_transpose: pipeline(
                 "model conv_transpose",
                 include_str!("shaders/conv_transpose.wgsl"),
@@ -1272,7 +1277,22 @@ impl GpuModel {
                         flags |= 2 | act.code << 8;
                     }
                     let in_off = local as i64 - cstart as i64;
-                    let params = [
+                    let kpass = ccount * kvol;
+                    let mtiles = mcount.div_ceil(tm);
+                    let slices = split_k(
+                        tiles_n as usize * mtiles,
+                        kpass,
+                        mcount * np * 4,
+                        self.gpu.max_binding(),
+                    );
+                    let kslice = if slices > 1 {
+                        kpass.div_ceil(slices).next_multiple_of(16)
+                    } else {
+                        kpass
+                    };
+                    let slices = kpass.div_ceil(kslice).max(1);
+                    let out_off = (p - range.start) as u32;
+                    let mut params = [
                         i3[0] as u32,
                         i3[1] as u32,
                         i3[2] as u32,
@@ -1280,11 +1300,11 @@ impl GpuModel {
                         o3[0] as u32,
                         o3[1] as u32,
                         o3[2] as u32,
-                        (p - range.start) as u32,
+                        out_off,
                         w.strides[0] as u32,
                         w.strides[1] as u32,
                         w.strides[2] as u32,
-                        (ccount * kvol) as u32,
+                        kpass as u32,
                         w.pads[0] as u32,
                         w.pads[1] as u32,
                         w.pads[2] as u32,
@@ -1296,14 +1316,44 @@ impl GpuModel {
                         (cstart * kvol) as u32,
                         flags,
                         act.alpha.to_bits(),
-                        0,
+                        kslice as u32,
                     ];
+                    if slices == 1 {
+                        rec.dispatch(
+                            &self.k.conv[variant],
+                            &[&x.bufs[ci], wt, bias, ktab, &out.bufs[oc]],
+                            &params,
+                            [gx, mtiles as u32, gz],
+                        );
+                        continue;
+                    }
+                    // Split K: partial sums per slice, then their sum and the epilogue.
+                    let part = rec.scratch((slices * mcount * np * 4) as u64);
+                    params[7] = 0;
+                    params[21] = 4;
                     rec.dispatch(
                         &self.k.conv[variant],
-                        &[&x.bufs[ci], wt, bias, ktab, &out.bufs[oc]],
+                        &[&x.bufs[ci], wt, bias, ktab, &part],
                         &params,
-                        [gx, mcount.div_ceil(tm) as u32, gz],
+                        [tiles_n, mtiles as u32, slices as u32],
                     );
+                    let (rx, ry, row) = grid((mcount * np) as u64);
+                    rec.dispatch(
+                        &self.k.splitk_reduce,
+                        &[&part, bias, &out.bufs[oc]],
+                        &[
+                            np as u32,
+                            mcount as u32,
+                            slices as u32,
+                            out_off,
+                            ma as u32,
+                            flags,
+                            act.alpha.to_bits(),
+                            row,
+                        ],
+                        [rx, ry, 1],
+                    );
+                    rec.recycle(part);
                 }
                 p = end;
             }
@@ -1445,6 +1495,27 @@ fn resize_tap(
             }
         }
     }
+}
+
+/// Workgroups a convolution dispatch should have to fill a large GPU (an H100 has 132
+/// multiprocessors): one with fewer output tiles splits K.
+const CONV_WORKGROUPS: usize = 256;
+
+/// The K slices for a convolution pass of `tiles` output tiles over `kpass` rows of K
+/// whose output is `out_bytes`: 1 (no split) where there are tiles enough, else enough
+/// slices to make about [`CONV_WORKGROUPS`] workgroups, each of at least 128 rows of K,
+/// their partial sums within one binding.
+fn split_k(tiles: usize, kpass: usize, out_bytes: usize, max_binding: u64) -> usize {
+    if tiles * 4 >= CONV_WORKGROUPS * 3 {
+        return 1;
+    }
+    let by_memory = (max_binding / out_bytes.max(1) as u64) as usize;
+    CONV_WORKGROUPS
+        .div_ceil(tiles)
+        .min(kpass / 128)
+        .min(by_memory)
+        .min(MAX_GROUPS as usize)
+        .max(1)
 }
 
 /// Workgroups for `groups` in (x, y) within the per-dimension limit.

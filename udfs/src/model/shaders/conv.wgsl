@@ -11,6 +11,11 @@
 // add to what the output holds, the last applies the activation (flags bits 0, 1; the
 // activation in bits 8-9: 1 relu, 2 leaky relu by alpha, 3 sigmoid).
 //
+// Split K (flags bit 2): workgroup z is a slice of `kslice` rows of K, and the tile's raw
+// sums go to y[(z * mcount + m) * np + n] (out_off 0) for splitk_reduce.wgsl to add up
+// and finish; otherwise workgroup z continues x (more output tiles than one dimension
+// takes).
+//
 // Weights are resident, transposed: wt[(g * K_group + k) * mg + m_in_group].
 
 struct Params {
@@ -19,7 +24,7 @@ struct Params {
     sd: u32, sh: u32, sw: u32, kpass: u32,
     pd: u32, ph: u32, pw: u32, mcount: u32,
     w_k0: u32, w_m0: u32, mg: u32, bias_m0: u32,
-    k0: u32, flags: u32, alpha: f32, _pad: u32,
+    k0: u32, flags: u32, alpha: f32, kslice: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -55,8 +60,18 @@ fn act(v: f32) -> f32 {
     return v;
 }
 
-fn store(m: u32, n0: u32, np: u32, v: vec4<f32>) {
+fn store(m: u32, n0: u32, np: u32, v: vec4<f32>, slice: u32) {
     if m >= p.mcount {
+        return;
+    }
+    if (p.flags & 4u) != 0u {
+        for (var j = 0u; j < 4u; j++) {
+            let nn = n0 + j;
+            if nn >= np {
+                return;
+            }
+            y[(slice * p.mcount + m) * np + nn] = v[j];
+        }
         return;
     }
     let first = (p.flags & 1u) != 0u;
@@ -87,14 +102,21 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let np = p.out_d * p.out_h * p.out_w;
-    let n_tile = (wid.x + wid.z * nwg.x) * TN;
+    let split = (p.flags & 4u) != 0u;
+    var n_tile = (wid.x + wid.z * nwg.x) * TN;
+    var k_begin = 0u;
+    var kpass = p.kpass;
+    if split {
+        n_tile = wid.x * TN;
+        k_begin = wid.z * p.kslice;
+        kpass = min(p.kpass, k_begin + p.kslice);
+    }
     let m_tile = wid.y * TM;
     if n_tile >= np {
         return;
     }
     let in_hw = p.in_h * p.in_w;
     let in_plane = p.in_d * in_hw;
-    let kpass = p.kpass;
 
     // This thread's column of the B tile (an output voxel), rows kb + 256 / TN * r.
     let bn = li % TN;
@@ -118,7 +140,7 @@ fn main(
     let ty = li / TXN;
 //@DECL
 
-    for (var kb = 0u; kb < kpass; kb += TK) {
+    for (var kb = k_begin; kb < kpass; kb += TK) {
         for (var r = 0u; r < TK * TM / 256u; r++) {
             let kl = ak + 256u / TM * r;
             let k = kb + kl;
@@ -151,5 +173,6 @@ fn main(
         }
         workgroupBarrier();
     }
+    let slice = wid.z;
 //@STORE
 }
