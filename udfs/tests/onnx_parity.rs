@@ -8,6 +8,12 @@
 //! ours must agree within 1e-4 of onnxruntime's output range. Without python's onnx and
 //! onnxruntime the test skips, except in CI (`CI=true`), where it fails.
 //!
+//! The same models on the GPU backend (any adapter: lavapipe here and in CI; the ResNet at
+//! 16³, `ONNX_GPU_PARITY_SIZE`), at the device's binding limit and at the smallest one
+//! each model runs with (activations in chunks), against onnxruntime with the same
+//! tolerance; resident weights across runs; every convolution tile variant; and a plane
+//! larger than a binding failing with the node's name.
+//!
 //! Also, without python: unsupported ops and attributes fail at load naming the node, and
 //! the memory plan of a small graph, built here with the generated ONNX messages.
 

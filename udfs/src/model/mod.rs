@@ -1,4 +1,4 @@
-//! ONNX models on the CPU: loading, a graph IR and an executor.
+//! ONNX models on the CPU and the GPU: loading, a graph IR and executors.
 //!
 //! - **Loading.** [`Model::load`] decodes an ONNX `ModelProto` with prost (the messages in
 //!   [`onnx`] are prost-build's output for ONNX's `onnx.proto`), checks every node against
@@ -38,8 +38,48 @@
 //!   that are not initializers; Upsample downsampling; non-3-D convolution weights;
 //!   initializers of types other than float32 and int64, or stored externally.
 //!
-//! There is no GPU path yet: models run on the CPU whatever [`crate::runtime::Backend`]
-//! is chosen.
+//!
+//! **On the GPU** ([`gpu`], WGSL compute shaders on wgpu): [`Model::run_on`] with
+//! [`Backend::Gpu`] runs every op above with the CPU's semantics (parity with onnxruntime
+//! is tested on lavapipe, `tests/onnx_parity.rs`); with [`Backend::Cpu`] it is
+//! [`Model::run`].
+//! - **What is resident.** The first GPU run (or [`Model::on_gpu`]) compiles the shaders
+//!   and uploads every weight once, into a [`GpuModel`] kept in the model for that device
+//!   (a run on another device moves it there): convolution weights transposed for the
+//!   implicit GEMM, with a BatchNormalization that only the convolution feeds folded into
+//!   them; a Relu, LeakyRelu or Sigmoid after a Conv, ConvTranspose, BatchNormalization or
+//!   Add is fused into its epilogue. A run uploads its inputs, records all nodes into
+//!   one command stream (no readback between nodes; activations stay on the device), frees
+//!   each activation after its last reader into a pool of buffers that later nodes and
+//!   runs reuse, and reads back the graph outputs only.
+//! - **Chunks.** An activation on the device is a list of buffers, each a whole number of
+//!   channel planes ((n, c) pairs in order; a plane is the product of the axes after the
+//!   second) and at most one storage binding ([`Gpu::max_binding`]: the device's,
+//!   128 MiB by default, or lower with [`Gpu::limit_binding`]). A convolution runs, for
+//!   each output chunk, one pass per input chunk holding its group's channels (the first
+//!   writes with the bias, later ones add, the last applies the fused activation); pools,
+//!   Resize, normalizations and activations run chunk by chunk; Concat, Reshape and
+//!   Flatten copy between layouts (Reshape, Flatten and Identity share the buffers when
+//!   the chunking is the same).
+//! - **Kernels.** Conv is an implicit GEMM (M output channels, N output voxels, K =
+//!   channels per group × kernel volume): tiles of 64×64 (or 128×128, 16×256, 256×16 by
+//!   shape) per workgroup of 256 threads, 4×4 (8×8) outputs per thread, K in steps of 16
+//!   through workgroup memory, and K split over workgroups when there are few output
+//!   tiles (deep layers). ConvTranspose is direct (one output voxel per thread); Gemm and
+//!   MatMul a 16×16 tiled GEMM; InstanceNormalization statistics per group of channel
+//!   planes (one here; GroupNormalization is the same kernel with more).
+//! - **Limits.** A channel plane larger than one binding ([`Model::largest_plane_bytes`]
+//!   says the smallest binding a model runs with), and an operand that must be read whole
+//!   (Gemm's, MatMul's and Softmax's, and a broadcast operand of Add, Mul or PRelu not of
+//!   the output's shape) but does not fit one binding, is an [`Error::Model`] naming the
+//!   node; each weight must fit the device's own largest binding. On the GPU, Resize
+//!   resizes only the axes after the second (the batch and channel scales must be 1),
+//!   broadcasting takes up to 8 dimensions, and a dilated kernel spans at most 1023
+//!   voxels. The GPU computes in f32 throughout (the normalizations' statistics too, in
+//!   two passes), where the CPU sums those in f64.
+//!
+//! `examples/model_gpu.rs` times a model (or a synthetic 3-D ResNet-18) on either backend
+//! and reports GFLOP/s ([`Model::flops`]).
 
 pub mod cpu;
 pub mod gpu;
