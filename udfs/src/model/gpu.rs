@@ -48,7 +48,10 @@ const MAX_GROUPS: u32 = 65_535;
 
 /// How many dispatches are recorded before the command stream is submitted (so the
 /// device starts while the rest is recorded).
-const SUBMIT_EVERY: usize = 256;
+const SUBMIT_EVERY: usize = 24;
+
+/// Bytes of one uniform arena: the parameters of this many dispatches at 256 bytes each.
+const ARENA_BYTES: u64 = 1024 * 256;
 
 /// The implicit-GEMM convolution's variants: output tile (channels x voxels) per
 /// workgroup of 256 threads and block per thread, (TM, TN, RM, RN).
@@ -113,20 +116,26 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
         .replace("//@STORE\n", &store)
 }
 
+/// A compiled pipeline and its bind group layout.
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
 /// The compiled pipelines.
 struct Kernels {
     /// By [`CONV_TILES`] variant.
-    conv: Vec<wgpu::ComputePipeline>,
-    splitk_reduce: wgpu::ComputePipeline,
-    conv_transpose: wgpu::ComputePipeline,
-    gemm: wgpu::ComputePipeline,
-    pointwise: wgpu::ComputePipeline,
-    binary: wgpu::ComputePipeline,
-    norm_stats: wgpu::ComputePipeline,
-    global_pool: wgpu::ComputePipeline,
-    pool: wgpu::ComputePipeline,
-    resize: wgpu::ComputePipeline,
-    softmax: wgpu::ComputePipeline,
+    conv: Vec<Kernel>,
+    splitk_reduce: Kernel,
+    conv_transpose: Kernel,
+    gemm: Kernel,
+    pointwise: Kernel,
+    binary: Kernel,
+    norm_stats: Kernel,
+    global_pool: Kernel,
+    pool: Kernel,
+    resize: Kernel,
+    softmax: Kernel,
 }
 
 impl Kernels {
@@ -136,14 +145,16 @@ impl Kernels {
                 label: Some(name),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(name),
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: Default::default(),
                 cache: None,
-            })
+            });
+            let layout = pipeline.get_bind_group_layout(0);
+            Kernel { pipeline, layout }
         };
         Kernels {
             conv: CONV_TILES
@@ -304,6 +315,8 @@ pub struct GpuModel {
     /// A placeholder binding.
     dummy: wgpu::Buffer,
     pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Uniform arenas that runs fill with their dispatches' parameters.
+    arenas: Mutex<Vec<wgpu::Buffer>>,
     uploads: AtomicUsize,
     uploaded_bytes: AtomicUsize,
     runs: AtomicUsize,
@@ -348,6 +361,7 @@ impl GpuModel {
             weights: HashMap::new(),
             dummy,
             pool: Mutex::new(HashMap::new()),
+            arenas: Mutex::new(Vec::new()),
             uploads: AtomicUsize::new(0),
             uploaded_bytes: AtomicUsize::new(0),
             runs: AtomicUsize::new(0),
@@ -1563,7 +1577,17 @@ fn pieces_of(l: &Layout, planes: Range<usize>) -> Vec<(usize, usize, usize, usiz
 struct Rec<'a> {
     gm: &'a GpuModel,
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass (dispatches share one until a copy or a submit).
+    pass: Option<wgpu::ComputePass<'static>>,
     recorded: usize,
+    /// The uniform arena the dispatches' parameters go to (at `align`ed offsets), the
+    /// bytes written so far, and where the bytes not yet uploaded start; arenas filled
+    /// and uploaded earlier in the run.
+    arena: Option<wgpu::Buffer>,
+    params: Vec<u8>,
+    uploaded: usize,
+    full: Vec<wgpu::Buffer>,
+    align: usize,
     /// The run's own pool (taken from the model's, given back at the end): a buffer a
     /// run frees may still be read by its commands not yet submitted, so concurrent runs
     /// must not share one.
@@ -1572,6 +1596,12 @@ struct Rec<'a> {
 
 impl Drop for Rec<'_> {
     fn drop(&mut self) {
+        self.pass = None;
+        self.gm
+            .arenas
+            .lock()
+            .expect("arenas")
+            .extend(self.full.drain(..).chain(self.arena.take()));
         let mut pool = self.gm.pool.lock().expect("pool");
         for (size, mut bufs) in self.pool.drain() {
             pool.entry(size).or_default().append(&mut bufs);
@@ -1586,10 +1616,22 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl<'a> Rec<'a> {
     fn new(gm: &'a GpuModel) -> Rec<'a> {
         let pool = std::mem::take(&mut *gm.pool.lock().expect("pool"));
+        let align = gm
+            .gpu
+            .device()
+            .limits()
+            .min_uniform_buffer_offset_alignment
+            .max(16) as usize;
         Rec {
             gm,
             encoder: None,
+            pass: None,
             recorded: 0,
+            arena: None,
+            params: Vec::new(),
+            uploaded: 0,
+            full: Vec::new(),
+            align,
             pool,
         }
     }
@@ -1598,14 +1640,74 @@ impl<'a> Rec<'a> {
         self.gm.gpu.device()
     }
 
+    /// The encoder, the open compute pass ended.
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
         let device = self.device();
         self.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         })
     }
 
+    /// The open compute pass, or a new one.
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let pass = self
+                .encoder()
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("a pass")
+    }
+
+    /// Upload the parameters written since the last upload (they must land before the
+    /// commands that read them are submitted).
+    fn upload_params(&mut self) {
+        if let Some(arena) = &self.arena {
+            if self.params.len() > self.uploaded {
+                self.gm.gpu.queue().write_buffer(
+                    arena,
+                    self.uploaded as u64,
+                    &self.params[self.uploaded..],
+                );
+                self.uploaded = self.params.len();
+            }
+        }
+    }
+
+    /// Room for one dispatch's parameters (`bytes`, at most 256) in the arena: its offset.
+    fn param_slot(&mut self, words: &[u32]) -> (wgpu::Buffer, u64) {
+        let at = self.params.len().next_multiple_of(self.align);
+        let size = (words.len() * 4).next_multiple_of(16).max(16);
+        if self.arena.is_none() || (at + size) as u64 > ARENA_BYTES {
+            self.upload_params();
+            if let Some(full) = self.arena.take() {
+                self.full.push(full);
+            }
+            let reused = self.gm.arenas.lock().expect("arenas").pop();
+            self.arena = Some(reused.unwrap_or_else(|| {
+                self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: ARENA_BYTES,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }));
+            self.params.clear();
+            self.uploaded = 0;
+            return self.param_slot(words);
+        }
+        self.params.resize(at, 0);
+        self.params
+            .extend(words.iter().flat_map(|w| w.to_le_bytes()));
+        self.params.resize(at + size, 0);
+        (self.arena.clone().expect("an arena"), at as u64)
+    }
+
     fn submit(&mut self) {
+        self.pass = None;
+        self.upload_params();
         if let Some(e) = self.encoder.take() {
             self.gm.gpu.queue().submit([e.finish()]);
         }
@@ -1664,20 +1766,13 @@ impl<'a> Rec<'a> {
 
     fn dispatch(
         &mut self,
-        pipeline: &wgpu::ComputePipeline,
+        kernel: &Kernel,
         buffers: &[&wgpu::Buffer],
         params: &[u32],
         groups: [u32; 3],
     ) {
-        let mut bytes: Vec<u8> = params.iter().flat_map(|w| w.to_le_bytes()).collect();
-        bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
+        let (arena, offset) = self.param_slot(params);
         let device = self.device();
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: &bytes,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let layout = pipeline.get_bind_group_layout(0);
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -1688,21 +1783,21 @@ impl<'a> Rec<'a> {
             .collect();
         entries.push(wgpu::BindGroupEntry {
             binding: buffers.len() as u32,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &arena,
+                offset,
+                size: wgpu::BufferSize::new((params.len() * 4).next_multiple_of(16).max(16) as u64),
+            }),
         });
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
-            layout: &layout,
+            layout: &kernel.layout,
             entries: &entries,
         });
-        {
-            let mut pass = self
-                .encoder()
-                .begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        }
+        let pass = self.pass();
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.recorded += 1;
         if self.recorded >= SUBMIT_EVERY {
             self.submit();
