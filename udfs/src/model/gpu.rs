@@ -97,6 +97,23 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
             );
         }
     }
+    let (na, nb) = (16 * tm / 256, 16 * tn / 256);
+    let (mut load0, mut shared, mut loadn) = (String::new(), String::new(), String::new());
+    for r in 0..na {
+        load0 += &format!("    var ra{r} = load_a(k_begin, {r}u, ak, m_ok, wcol, kpass);\n");
+        shared += &format!(
+            "        As[(ak + 256u / TM * {r}u) * (TM / 4u) + am / 4u][am % 4u] = ra{r};\n"
+        );
+        loadn += &format!("            ra{r} = load_a(kb + TK, {r}u, ak, m_ok, wcol, kpass);\n");
+    }
+    for r in 0..nb {
+        load0 += &format!("    var rb{r} = load_b(k_begin, {r}u, bk, n_ok, z0, y0, x0, kpass);\n");
+        shared += &format!(
+            "        Bs[(bk + 256u / TN * {r}u) * (TN / 4u) + bn / 4u][bn % 4u] = rb{r};\n"
+        );
+        loadn +=
+            &format!("            rb{r} = load_b(kb + TK, {r}u, bk, n_ok, z0, y0, x0, kpass);\n");
+    }
     let mut loads = String::new();
     for i in 0..rm / 4 {
         loads += &format!("            let a{i} = As[kk * (TM / 4u) + ty * (RM / 4u) + {i}u];\n");
@@ -112,6 +129,9 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
         .replace("@AS", &(16 * tm / 4).to_string())
         .replace("@BS", &(16 * tn / 4).to_string())
         .replace("//@DECL\n", &decl)
+        .replace("//@LOAD0\n", &load0)
+        .replace("//@SHARED\n", &shared)
+        .replace("//@LOADN\n", &loadn)
         .replace("//@INNER\n", &(loads + &inner))
         .replace("//@STORE\n", &store)
 }

@@ -95,6 +95,33 @@ fn store(m: u32, n0: u32, np: u32, v: vec4<f32>, slice: u32) {
     }
 }
 
+// Row `ak + 256 / TM * r` of the A tile at K offset kb: this thread's weight.
+fn load_a(kb: u32, r: u32, ak: u32, m_ok: bool, wcol: u32, kpass: u32) -> f32 {
+    let k = kb + ak + 256u / TM * r;
+    if k < kpass && m_ok {
+        return wt[(p.w_k0 + k) * p.mg + wcol];
+    }
+    return 0.0;
+}
+
+// Row `bk + 256 / TN * r` of the B tile at K offset kb: this thread's input voxel (whose
+// window starts at z0, y0, x0), 0 in the padding.
+fn load_b(kb: u32, r: u32, bk: u32, n_ok: bool, z0: i32, y0: i32, x0: i32, kpass: u32) -> f32 {
+    let k = kb + bk + 256u / TN * r;
+    if k < kpass && n_ok {
+        let e = ktab[p.k0 + k];
+        let iz = z0 + i32(e.y & 1023u);
+        let iy = y0 + i32((e.y >> 10u) & 1023u);
+        let ix = x0 + i32(e.y >> 20u);
+        if iz >= 0 && iz < i32(p.in_d) && iy >= 0 && iy < i32(p.in_h) && ix >= 0
+            && ix < i32(p.in_w) {
+            let plane = u32(p.in_off + i32(e.x));
+            return x[((plane * p.in_d + u32(iz)) * p.in_h + u32(iy)) * p.in_w + u32(ix)];
+        }
+    }
+    return 0.0;
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(local_invocation_index) li: u32,
@@ -115,8 +142,6 @@ fn main(
     if n_tile >= np {
         return;
     }
-    let in_hw = p.in_h * p.in_w;
-    let in_plane = p.in_d * in_hw;
 
     // This thread's column of the B tile (an output voxel), rows kb + 256 / TN * r.
     let bn = li % TN;
@@ -140,34 +165,15 @@ fn main(
     let ty = li / TXN;
 //@DECL
 
+    // The first K tile's values in registers; each step stores them to workgroup memory,
+    // then loads the next tile's while it multiplies.
+//@LOAD0
     for (var kb = k_begin; kb < kpass; kb += TK) {
-        for (var r = 0u; r < TK * TM / 256u; r++) {
-            let kl = ak + 256u / TM * r;
-            let k = kb + kl;
-            var a = 0.0;
-            if k < kpass && m_ok {
-                a = wt[(p.w_k0 + k) * p.mg + wcol];
-            }
-            As[kl * (TM / 4u) + am / 4u][am % 4u] = a;
-        }
-        for (var r = 0u; r < TK * TN / 256u; r++) {
-            let kl = bk + 256u / TN * r;
-            let k = kb + kl;
-            var b = 0.0;
-            if k < kpass && n_ok {
-                let e = ktab[p.k0 + k];
-                let iz = z0 + i32(e.y & 1023u);
-                let iy = y0 + i32((e.y >> 10u) & 1023u);
-                let ix = x0 + i32(e.y >> 20u);
-                if iz >= 0 && iz < i32(p.in_d) && iy >= 0 && iy < i32(p.in_h) && ix >= 0
-                    && ix < i32(p.in_w) {
-                    let plane = u32(p.in_off + i32(e.x));
-                    b = x[plane * in_plane + u32(iz) * in_hw + u32(iy) * p.in_w + u32(ix)];
-                }
-            }
-            Bs[kl * (TN / 4u) + bn / 4u][bn % 4u] = b;
-        }
+//@SHARED
         workgroupBarrier();
+        if kb + TK < kpass {
+//@LOADN
+        }
         for (var kk = 0u; kk < TK; kk++) {
 //@INNER
         }
