@@ -521,6 +521,39 @@ fn gpu_weights_stay_resident_across_runs() {
         );
     }
     resident.force_conv_tiles(None);
+
+    // Runs from several threads at once share the resident weights (not activations).
+    fn shared<T: Send + Sync>(_: &T) {}
+    shared(&model);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let (model, backend) = (&model, &backend);
+                let x = Tensor::new(
+                    x.shape.clone(),
+                    x.data.iter().map(|v| v * (i + 1) as f32).collect(),
+                )
+                .unwrap();
+                s.spawn(move || {
+                    let y = (0..3)
+                        .map(|_| model.run_on(backend, vec![x.clone()]).unwrap())
+                        .last()
+                        .unwrap();
+                    (model.run(vec![x]).unwrap(), y)
+                })
+            })
+            .collect();
+        for r in runs {
+            let (cpu, gpu) = r.join().unwrap();
+            let cpu: Vec<f64> = cpu[0].data.iter().map(|&v| f64::from(v)).collect();
+            let (worst_diff, tol) = worst(&gpu[0].data, &cpu, 1e-5);
+            assert!(
+                worst_diff <= tol,
+                "concurrent run: {worst_diff:e} > {tol:e}"
+            );
+        }
+    });
+    assert_eq!(resident.weight_uploads(), uploads);
 }
 
 /// A channel plane larger than the binding limit is an error naming the node.
