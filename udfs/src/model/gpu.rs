@@ -144,8 +144,9 @@ struct Kernel {
 
 /// The compiled pipelines.
 struct Kernels {
-    /// By [`CONV_TILES`] variant.
-    conv: Vec<Kernel>,
+    /// By [`CONV_TILES`] variant; `None` where its tiles do not fit the device's
+    /// workgroup memory.
+    conv: Vec<Option<Kernel>>,
     splitk_reduce: Kernel,
     conv_transpose: Kernel,
     gemm: Kernel,
@@ -180,10 +181,13 @@ impl Kernels {
             conv: CONV_TILES
                 .iter()
                 .map(|&(tm, tn, rm, rn)| {
-                    pipeline(
-                        &format!("model conv {tm}x{tn}"),
-                        &conv_source(tm, tn, rm, rn),
-                    )
+                    let shared = (16 * (tm + tn) * 4) as u32;
+                    (shared <= device.limits().max_compute_workgroup_storage_size).then(|| {
+                        pipeline(
+                            &format!("model conv {tm}x{tn}"),
+                            &conv_source(tm, tn, rm, rn),
+                        )
+                    })
                 })
                 .collect(),
             splitk_reduce: pipeline(
@@ -1294,6 +1298,12 @@ impl GpuModel {
                     0 => conv_variant(mcount, np),
                     v => v - 1,
                 };
+                // The 64 x 64 tiles (8 KiB) fit every device.
+                let variant = if self.k.conv[variant].is_some() {
+                    variant
+                } else {
+                    0
+                };
                 let (tm, tn, _, _) = CONV_TILES[variant];
                 let tiles_n = np.div_ceil(tn) as u32;
                 let (gx, gz) = if tiles_n <= MAX_GROUPS {
@@ -1354,7 +1364,7 @@ impl GpuModel {
                     ];
                     if slices == 1 {
                         rec.dispatch(
-                            &self.k.conv[variant],
+                            self.k.conv[variant].as_ref().expect("a fitting variant"),
                             &[&x.bufs[ci], wt, bias, ktab, &out.bufs[oc]],
                             &params,
                             [gx, mtiles as u32, gz],
@@ -1366,7 +1376,7 @@ impl GpuModel {
                     params[7] = 0;
                     params[21] = 4;
                     rec.dispatch(
-                        &self.k.conv[variant],
+                        self.k.conv[variant].as_ref().expect("a fitting variant"),
                         &[&x.bufs[ci], wt, bias, ktab, &part],
                         &params,
                         [tiles_n, mtiles as u32, slices as u32],
