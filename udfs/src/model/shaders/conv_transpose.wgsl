@@ -49,39 +49,35 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oz = t / p.out_h;
     let kvol = p.kd * p.kh * p.kw;
     let in_plane = p.in_d * p.in_h * p.in_w;
+    let wstride = p.mg * kvol;
+    let xbase = i32(in_plane) * (p.in_off + i32(p.c0));
+    let wbase = ((p.wc0 + p.c0) * p.mg + p.wm0 + ml) * kvol;
     var sum = 0.0;
-    for (var c = p.c0; c < p.c0 + p.ccount; c++) {
-        let xbase = u32(p.in_off + i32(c)) * in_plane;
-        let wbase = ((p.wc0 + c) * p.mg + p.wm0 + ml) * kvol;
-        for (var kz = 0u; kz < p.kd; kz++) {
-            let tz = i32(oz + p.pd) - i32(kz * p.dd);
-            if tz < 0 || tz % i32(p.sd) != 0 {
+    // The kernel taps that land on this voxel (checked once), then the channels.
+    for (var kz = 0u; kz < p.kd; kz++) {
+        let tz = i32(oz + p.pd) - i32(kz * p.dd);
+        if tz < 0 || tz % i32(p.sd) != 0 || u32(tz) / p.sd >= p.in_d {
+            continue;
+        }
+        let iz = u32(tz) / p.sd;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let ty = i32(oy + p.ph) - i32(ky * p.dh);
+            if ty < 0 || ty % i32(p.sh) != 0 || u32(ty) / p.sh >= p.in_h {
                 continue;
             }
-            let iz = u32(tz) / p.sd;
-            if iz >= p.in_d {
-                continue;
-            }
-            for (var ky = 0u; ky < p.kh; ky++) {
-                let ty = i32(oy + p.ph) - i32(ky * p.dh);
-                if ty < 0 || ty % i32(p.sh) != 0 {
+            let iy = u32(ty) / p.sh;
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let tx = i32(ox + p.pw) - i32(kx * p.dw);
+                if tx < 0 || tx % i32(p.sw) != 0 || u32(tx) / p.sw >= p.in_w {
                     continue;
                 }
-                let iy = u32(ty) / p.sh;
-                if iy >= p.in_h {
-                    continue;
-                }
-                for (var kx = 0u; kx < p.kw; kx++) {
-                    let tx = i32(ox + p.pw) - i32(kx * p.dw);
-                    if tx < 0 || tx % i32(p.sw) != 0 {
-                        continue;
-                    }
-                    let ix = u32(tx) / p.sw;
-                    if ix >= p.in_w {
-                        continue;
-                    }
-                    sum += x[xbase + (iz * p.in_h + iy) * p.in_w + ix]
-                        * w[wbase + (kz * p.kh + ky) * p.kw + kx];
+                let ix = u32(tx) / p.sw;
+                var xi = u32(xbase) + (iz * p.in_h + iy) * p.in_w + ix;
+                var wi = wbase + (kz * p.kh + ky) * p.kw + kx;
+                for (var c = 0u; c < p.ccount; c++) {
+                    sum += x[xi] * w[wi];
+                    xi += in_plane;
+                    wi += wstride;
                 }
             }
         }
