@@ -20,16 +20,21 @@
 //!   broadcast operand of Add, Mul or PRelu that is not of the output's shape. A channel
 //!   plane larger than one binding, or an operand that must be whole and is not, is an
 //!   [`Error::Model`] naming the node.
-//! - **Kernels.** Conv is an implicit GEMM (64 x 64 output tiles per workgroup of 256
-//!   threads, 4 x 4 per thread, K in steps of 16 through workgroup memory, the im2col
-//!   rows gathered from the input through a per-node table of kernel offsets);
-//!   ConvTranspose is direct (one output voxel per thread); Gemm and MatMul are a 16 x 16
-//!   tiled GEMM; InstanceNormalization computes statistics per group of channel planes
+//! - **Kernels.** Conv is an implicit GEMM (`shaders/conv.wgsl`, a template: 64 x 64,
+//!   128 x 128, 16 x 256 or 256 x 16 output tiles per workgroup of 256 threads by shape,
+//!   4 x 4 or 8 x 8 per thread, K in steps of 16 through workgroup memory with the next
+//!   step's loads in flight, the im2col rows gathered from the input through a per-node
+//!   table of kernel offsets, K split over workgroups when there are few output tiles).
+//!   ConvTranspose is the same GEMM once per output phase (the residues of the output
+//!   coordinates modulo the strides): the taps that land on a phase make an ordinary
+//!   convolution over the input, so no product is wasted on the zeros a transposed
+//!   convolution would scatter. Gemm and MatMul are a 16 x 16 tiled GEMM; InstanceNormalization computes statistics per group of channel planes
 //!   (one plane here: a GroupNormalization is the same kernel with more).
 //! - **Limits.** Resize only resizes the axes after the second on the GPU (batch and
 //!   channel scales must be 1); tensors of more than 8 dimensions are not broadcast;
-//!   weights must each fit the device's own largest binding; index arithmetic is 32-bit
-//!   (a chunk is at most 4 GiB anyway).
+//!   weights must each fit the device's own largest binding; a kernel tap lies at most
+//!   511 voxels from its window's start (dilation); index arithmetic is 32-bit (a chunk
+//!   is at most 4 GiB anyway).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -92,7 +97,7 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
                 lane[i % 4]
             );
             store += &format!(
-                "    store(m_tile + ty * RM + {i}u, n_tile + tx * RN + {}u, np, acc{i}_{j}, slice);\n",
+                "    store(m_tile + ty * RM + {i}u, n_tile + tx * RN + {}u, nq, acc{i}_{j}, slice);\n",
                 j * 4
             );
         }
@@ -148,7 +153,6 @@ struct Kernels {
     /// workgroup memory.
     conv: Vec<Option<Kernel>>,
     splitk_reduce: Kernel,
-    conv_transpose: Kernel,
     gemm: Kernel,
     pointwise: Kernel,
     binary: Kernel,
@@ -193,10 +197,6 @@ impl Kernels {
             splitk_reduce: pipeline(
                 "model splitk_reduce",
                 include_str!("shaders/splitk_reduce.wgsl"),
-            ),
-            conv_transpose: pipeline(
-                "model conv_transpose",
-                include_str!("shaders/conv_transpose.wgsl"),
             ),
             gemm: pipeline("model gemm", include_str!("shaders/gemm.wgsl")),
             pointwise: pipeline("model pointwise", include_str!("shaders/pointwise.wgsl")),
@@ -306,17 +306,29 @@ impl DevTensor {
 /// Per node, what was prepared at load.
 enum Prepared {
     None,
+    /// A convolution (one phase) or a transposed one (a phase per residue of the output
+    /// coordinates modulo the strides), and the bias (BatchNorm folded in).
     Conv {
-        wt: wgpu::Buffer,
         bias: wgpu::Buffer,
-        ktab: wgpu::Buffer,
-    },
-    ConvTranspose {
-        bias: wgpu::Buffer,
+        phases: Vec<ConvPhase>,
     },
     /// Per-channel (scale, shift) pairs.
     Affine(wgpu::Buffer),
 }
+
+/// One GEMM of a (transposed) convolution: its transposed weights `wt[(g * cg * taps +
+/// c * taps + t) * mg + j]` and K-row table (channel, biased offsets) over the taps of
+/// the kernel that land on the output voxels of residue `phase` (a transposed
+/// convolution's; all taps and residue 0 for a convolution).
+struct ConvPhase {
+    wt: wgpu::Buffer,
+    ktab: wgpu::Buffer,
+    taps: usize,
+    phase: [usize; 3],
+}
+
+/// The bias of the K-row table's offsets (10 bits each): offsets of -512..=511.
+const OFFSET_BIAS: i64 = 512;
 
 /// One step of the run: node `node`, with the nodes up to `last` fused into it (a folded
 /// BatchNormalization, an activation), its output written to `out`.
@@ -438,7 +450,8 @@ impl GpuModel {
             for (k, s) in node.inputs.iter().enumerate() {
                 if let Source::Weight(t) = s {
                     let key = Arc::as_ptr(t) as usize;
-                    let skip = k >= 1 && matches!(node.op, Op::Conv { .. });
+                    let skip =
+                        k >= 1 && matches!(node.op, Op::Conv { .. } | Op::ConvTranspose { .. });
                     if !skip && !gm.weights.contains_key(&key) {
                         let d = gm.upload_weight(t, &node.describe())?;
                         gm.weights.insert(key, d);
@@ -545,12 +558,16 @@ impl GpuModel {
             )),
         };
         Ok(match &node.op {
-            Op::Conv { window, group } => {
+            Op::Conv { window, group } | Op::ConvTranspose { window, group, .. } => {
+                let transposed = matches!(node.op, Op::ConvTranspose { .. });
                 let w = weight(1)?.expect("a convolution has a weight");
-                let (m, cg) = (w.shape[0], w.shape[1]);
-                let kvol: usize = window.kernel.iter().product();
-                let kg = cg * kvol;
-                let mg = m / group;
+                // Weight (M, C/g, k) or, transposed, (C, M/g, k).
+                let (m, cg, mg) = if transposed {
+                    (w.shape[1] * group, w.shape[0] / group, w.shape[1])
+                } else {
+                    (w.shape[0], w.shape[1], w.shape[0] / group)
+                };
+                let k = window.kernel;
                 let mut bias = match weight(2)? {
                     Some(b) => b.data.clone(),
                     None => vec![0.0; m],
@@ -562,55 +579,89 @@ impl GpuModel {
                         scale[o] = s[o];
                     }
                 }
-                // wt[(g * kg + k) * mg + j] = W[g * mg + j, k] * scale.
-                let mut wt = vec![0f32; w.data.len()];
-                for g in 0..*group {
-                    for j in 0..mg {
-                        let o = g * mg + j;
-                        for kk in 0..kg {
-                            wt[(g * kg + kk) * mg + j] = w.data[o * kg + kk] * scale[o];
-                        }
-                    }
-                }
-                let span = |a: usize| (window.kernel[a] - 1) * window.dilations[a];
-                if (0..3).any(|a| span(a) > 1023) || cg > u32::MAX as usize {
-                    return Err(model_error(
-                        &what,
-                        "a dilated kernel spans more than 1023 voxels (not supported on the GPU)",
-                    ));
-                }
-                let mut ktab = Vec::with_capacity(kg * 2);
-                for c in 0..cg {
-                    for kz in 0..window.kernel[0] {
-                        for ky in 0..window.kernel[1] {
-                            for kx in 0..window.kernel[2] {
-                                let [dz, dy, dx] = [
-                                    kz * window.dilations[0],
-                                    ky * window.dilations[1],
-                                    kx * window.dilations[2],
-                                ];
-                                ktab.push(c as u32);
-                                ktab.push((dz | dy << 10 | dx << 20) as u32);
+                // Per axis, per phase: the taps and their input offsets.
+                let axis_taps = |a: usize, r: usize| -> Vec<(usize, i64)> {
+                    let (s, d, pad) = (
+                        window.strides[a] as i64,
+                        window.dilations[a] as i64,
+                        window.pads[a] as i64,
+                    );
+                    (0..k[a])
+                        .filter_map(|t| {
+                            if !transposed {
+                                return Some((t, t as i64 * d));
                             }
+                            // Output q * s + r reads input q + (r + pad - t d) / s.
+                            let v = r as i64 + pad - t as i64 * d;
+                            (v.rem_euclid(s) == 0).then_some((t, v.div_euclid(s)))
+                        })
+                        .collect()
+                };
+                let residues = |a: usize| if transposed { window.strides[a] } else { 1 };
+                let mut phases = Vec::new();
+                for rz in 0..residues(0) {
+                    for ry in 0..residues(1) {
+                        for rx in 0..residues(2) {
+                            let (tz, ty, tx) =
+                                (axis_taps(0, rz), axis_taps(1, ry), axis_taps(2, rx));
+                            let mut taps = Vec::new();
+                            for &(kz, dz) in &tz {
+                                for &(ky, dy) in &ty {
+                                    for &(kx, dx) in &tx {
+                                        taps.push(((kz * k[1] + ky) * k[2] + kx, [dz, dy, dx]));
+                                    }
+                                }
+                            }
+                            // Offsets are stored biased, in 10 bits.
+                            let fits = |o: &i64| (-OFFSET_BIAS..OFFSET_BIAS).contains(o);
+                            if taps.iter().any(|(_, o)| !o.iter().all(fits)) {
+                                return Err(model_error(
+                                    &what,
+                                    "a kernel tap is more than 511 voxels from its window's \
+                                     start (not supported on the GPU)",
+                                ));
+                            }
+                            let nt = taps.len();
+                            let kvol = k.iter().product::<usize>();
+                            let mut wt = vec![0f32; (group * cg * nt * mg).max(1)];
+                            for g in 0..*group {
+                                for c in 0..cg {
+                                    for (t, (kidx, _)) in taps.iter().enumerate() {
+                                        for j in 0..mg {
+                                            let src = if transposed {
+                                                ((g * cg + c) * mg + j) * kvol + kidx
+                                            } else {
+                                                ((g * mg + j) * cg + c) * kvol + kidx
+                                            };
+                                            wt[(g * cg * nt + c * nt + t) * mg + j] =
+                                                w.data[src] * scale[g * mg + j];
+                                        }
+                                    }
+                                }
+                            }
+                            let mut ktab: Vec<u8> = Vec::with_capacity(cg * nt * 8);
+                            for c in 0..cg {
+                                for (_, o) in &taps {
+                                    let [dz, dy, dx] = o.map(|o| (o + OFFSET_BIAS) as u32);
+                                    ktab.extend((c as u32).to_le_bytes());
+                                    ktab.extend((dz | dy << 10 | dx << 20).to_le_bytes());
+                                }
+                            }
+                            if ktab.is_empty() {
+                                ktab = vec![0; 8];
+                            }
+                            phases.push(ConvPhase {
+                                wt: self.weight_buffer(&words(&wt), &what)?,
+                                ktab: self.weight_buffer(&ktab, &what)?,
+                                taps: nt,
+                                phase: [rz, ry, rx],
+                            });
                         }
                     }
                 }
-                let ktab: Vec<u8> = ktab.iter().flat_map(|x| x.to_le_bytes()).collect();
                 Prepared::Conv {
-                    wt: self.weight_buffer(&words(&wt), &what)?,
                     bias: self.weight_buffer(&words(&bias), &what)?,
-                    ktab: self.weight_buffer(&ktab, &what)?,
-                }
-            }
-            Op::ConvTranspose { group, .. } => {
-                let w = weight(1)?.expect("a convolution has a weight");
-                let m = w.shape[1] * group;
-                let bias = match weight(2)? {
-                    Some(b) => b.data.clone(),
-                    None => vec![0.0; m],
-                };
-                Prepared::ConvTranspose {
-                    bias: self.weight_buffer(&words(&bias), &what)?,
+                    phases,
                 }
             }
             Op::BatchNorm { scale, shift } => {
@@ -690,7 +741,7 @@ impl GpuModel {
         let node = &model.nodes[step.node];
         let what = node.describe();
         // A convolution's weight and bias are prepared (not plain tensors).
-        let take = if matches!(node.op, Op::Conv { .. }) {
+        let take = if matches!(node.op, Op::Conv { .. } | Op::ConvTranspose { .. }) {
             1
         } else {
             node.inputs.len()
@@ -708,44 +759,23 @@ impl GpuModel {
         let out_shape = &shapes[step.out];
         let x = ins.first().copied();
         match &node.op {
-            Op::Conv { window, group } => {
-                let Prepared::Conv { wt, bias, ktab } = &self.prepared[step.node] else {
+            Op::Conv { window, group } | Op::ConvTranspose { window, group, .. } => {
+                let Prepared::Conv { bias, phases } = &self.prepared[step.node] else {
                     unreachable!("prepared at load")
                 };
                 let out = rec.alloc(out_shape, &what)?;
-                let wshape = match &node.inputs[1] {
-                    Source::Weight(t) => t.shape.clone(),
-                    Source::Value(_) => unreachable!("checked at load"),
-                };
+                let transposed = matches!(node.op, Op::ConvTranspose { .. });
                 self.conv(
                     rec,
                     x.unwrap(),
                     &out,
                     window,
                     *group,
-                    &wshape,
-                    [wt, bias, ktab],
+                    transposed,
+                    bias,
+                    phases,
                     step.act,
                 );
-                Ok(out)
-            }
-            Op::ConvTranspose { window, group, .. } => {
-                let Prepared::ConvTranspose { bias } = &self.prepared[step.node] else {
-                    unreachable!("prepared at load")
-                };
-                let w = &ins[1];
-                let out = rec.alloc(out_shape, &what)?;
-                self.conv_transpose(
-                    rec,
-                    x.unwrap(),
-                    w,
-                    bias,
-                    &out,
-                    window,
-                    *group,
-                    step.act,
-                    &what,
-                )?;
                 Ok(out)
             }
             Op::BatchNorm { .. } => {
@@ -1261,8 +1291,8 @@ impl GpuModel {
         Ok(out)
     }
 
-    /// Convolution: for each output chunk, each image and group in it, the passes over
-    /// the input chunks holding the group's channels.
+    /// A (transposed) convolution: for each output chunk, each image and group in it, each
+    /// phase, the passes over the input chunks holding the group's channels.
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &self,
@@ -1271,17 +1301,29 @@ impl GpuModel {
         out: &DevTensor,
         w: &Window,
         group: usize,
-        wshape: &[usize],
-        [wt, bias, ktab]: [&wgpu::Buffer; 3],
+        transposed: bool,
+        bias: &wgpu::Buffer,
+        phases: &[ConvPhase],
         act: Act,
     ) {
         let (c, m) = (x.shape[1], out.shape[1]);
         let (cg, mg) = (c / group, m / group);
-        let kvol: usize = w.kernel.iter().product();
-        let kg = cg * kvol;
-        debug_assert_eq!(wshape[1], cg);
         let (i3, o3) = (&x.shape[2..], &out.shape[2..]);
         let np: usize = o3.iter().product();
+        // How the GEMM's columns map to output voxels and input windows.
+        let (ostep, gstride, gpad) = if transposed {
+            (
+                [w.strides[0], w.strides[1], w.strides[2]],
+                [1; 3],
+                [OFFSET_BIAS as usize; 3],
+            )
+        } else {
+            (
+                [1; 3],
+                w.strides,
+                [0, 1, 2].map(|a| w.pads[a] + OFFSET_BIAS as usize),
+            )
+        };
         for (oc, range) in (0..out.bufs.len()).map(|i| (i, out.layout.range(i))) {
             // Runs of output planes within one image and one group.
             let mut p = range.start;
@@ -1294,200 +1336,153 @@ impl GpuModel {
                 let first_in = img * c + g * cg;
                 let passes = pieces_of(&x.layout, first_in..first_in + cg);
                 let n_pass = passes.len();
-                let variant = match self.forced_tiles.load(Ordering::Relaxed) {
-                    0 => conv_variant(mcount, np),
-                    v => v - 1,
-                };
-                // The 64 x 64 tiles (8 KiB) fit every device.
-                let variant = if self.k.conv[variant].is_some() {
-                    variant
-                } else {
-                    0
-                };
-                let (tm, tn, _, _) = CONV_TILES[variant];
-                let tiles_n = np.div_ceil(tn) as u32;
-                let (gx, gz) = if tiles_n <= MAX_GROUPS {
-                    (tiles_n, 1)
-                } else {
-                    (MAX_GROUPS, tiles_n.div_ceil(MAX_GROUPS))
-                };
-                for (pi, (ci, local, cstart, ccount)) in passes.into_iter().enumerate() {
-                    // cstart: the group-relative channel of the pass's first plane.
-                    let mut flags = 0u32;
-                    if pi == 0 {
-                        flags |= 1;
-                    }
-                    if pi + 1 == n_pass {
-                        flags |= 2 | act.code << 8;
-                    }
-                    let in_off = local as i64 - cstart as i64;
-                    let kpass = ccount * kvol;
-                    let mtiles = mcount.div_ceil(tm);
-                    let slices = split_k(
-                        tiles_n as usize * mtiles,
-                        kpass,
-                        mcount * np * 4,
-                        self.gpu.max_binding(),
-                    );
-                    let kslice = if slices > 1 {
-                        kpass.div_ceil(slices).next_multiple_of(16)
-                    } else {
-                        kpass
-                    };
-                    let slices = kpass.div_ceil(kslice).max(1);
-                    let out_off = (p - range.start) as u32;
-                    let mut params = [
-                        i3[0] as u32,
-                        i3[1] as u32,
-                        i3[2] as u32,
-                        in_off as i32 as u32,
-                        o3[0] as u32,
-                        o3[1] as u32,
-                        o3[2] as u32,
-                        out_off,
-                        w.strides[0] as u32,
-                        w.strides[1] as u32,
-                        w.strides[2] as u32,
-                        kpass as u32,
-                        w.pads[0] as u32,
-                        w.pads[1] as u32,
-                        w.pads[2] as u32,
-                        mcount as u32,
-                        (g * kg + cstart * kvol) as u32,
-                        (ma - g * mg) as u32,
-                        mg as u32,
-                        ma as u32,
-                        (cstart * kvol) as u32,
-                        flags,
-                        act.alpha.to_bits(),
-                        kslice as u32,
-                    ];
-                    if slices == 1 {
-                        rec.dispatch(
-                            self.k.conv[variant].as_ref().expect("a fitting variant"),
-                            &[&x.bufs[ci], wt, bias, ktab, &out.bufs[oc]],
-                            &params,
-                            [gx, mtiles as u32, gz],
-                        );
+                for phase in phases {
+                    // The output voxels of this phase: q * ostep + phase along each axis.
+                    let q =
+                        [0, 1, 2].map(|a| o3[a].saturating_sub(phase.phase[a]).div_ceil(ostep[a]));
+                    let nq: usize = q.iter().product();
+                    if nq == 0 {
                         continue;
                     }
-                    // Split K: partial sums per slice, then their sum and the epilogue.
-                    let part = rec.scratch((slices * mcount * np * 4) as u64);
-                    params[7] = 0;
-                    params[21] = 4;
-                    rec.dispatch(
-                        self.k.conv[variant].as_ref().expect("a fitting variant"),
-                        &[&x.bufs[ci], wt, bias, ktab, &part],
-                        &params,
-                        [tiles_n, mtiles as u32, slices as u32],
-                    );
-                    let (rx, ry, row) = grid((mcount * np) as u64);
-                    rec.dispatch(
-                        &self.k.splitk_reduce,
-                        &[&part, bias, &out.bufs[oc]],
-                        &[
-                            np as u32,
-                            mcount as u32,
-                            slices as u32,
+                    let kg = cg * phase.taps;
+                    let variant = match self.forced_tiles.load(Ordering::Relaxed) {
+                        0 => conv_variant(mcount, nq),
+                        v => v - 1,
+                    };
+                    // The 64 x 64 tiles (8 KiB) fit every device.
+                    let variant = if self.k.conv[variant].is_some() {
+                        variant
+                    } else {
+                        0
+                    };
+                    let kernel = self.k.conv[variant].as_ref().expect("a fitting variant");
+                    let (tm, tn, _, _) = CONV_TILES[variant];
+                    let tiles_n = nq.div_ceil(tn) as u32;
+                    let (gx, gz) = if tiles_n <= MAX_GROUPS {
+                        (tiles_n, 1)
+                    } else {
+                        (MAX_GROUPS, tiles_n.div_ceil(MAX_GROUPS))
+                    };
+                    for (pi, &(ci, local, cstart, ccount)) in passes.iter().enumerate() {
+                        // cstart: the group-relative channel of the pass's first plane.
+                        let mut flags = 0u32;
+                        if pi == 0 {
+                            flags |= 1;
+                        }
+                        if pi + 1 == n_pass {
+                            flags |= 2 | act.code << 8;
+                        }
+                        let in_off = local as i64 - cstart as i64;
+                        let kpass = ccount * phase.taps;
+                        let mtiles = mcount.div_ceil(tm);
+                        let slices = split_k(
+                            tiles_n as usize * mtiles,
+                            kpass,
+                            mcount * nq * 4,
+                            self.gpu.max_binding(),
+                        );
+                        let kslice = if slices > 1 {
+                            kpass.div_ceil(slices).next_multiple_of(16)
+                        } else {
+                            kpass
+                        };
+                        let slices = if kslice == 0 {
+                            1
+                        } else {
+                            kpass.div_ceil(kslice)
+                        };
+                        let out_off = (p - range.start) as u32;
+                        let mut params = [
+                            i3[0] as u32,
+                            i3[1] as u32,
+                            i3[2] as u32,
+                            in_off as i32 as u32,
+                            o3[0] as u32,
+                            o3[1] as u32,
+                            o3[2] as u32,
                             out_off,
+                            gstride[0] as u32,
+                            gstride[1] as u32,
+                            gstride[2] as u32,
+                            kpass as u32,
+                            gpad[0] as u32,
+                            gpad[1] as u32,
+                            gpad[2] as u32,
+                            mcount as u32,
+                            (g * kg + cstart * phase.taps) as u32,
+                            (ma - g * mg) as u32,
+                            mg as u32,
                             ma as u32,
+                            (cstart * phase.taps) as u32,
                             flags,
                             act.alpha.to_bits(),
-                            row,
-                        ],
-                        [rx, ry, 1],
-                    );
-                    rec.recycle(part);
+                            kslice as u32,
+                            q[0] as u32,
+                            q[1] as u32,
+                            q[2] as u32,
+                            0,
+                            ostep[0] as u32,
+                            ostep[1] as u32,
+                            ostep[2] as u32,
+                            0,
+                            phase.phase[0] as u32,
+                            phase.phase[1] as u32,
+                            phase.phase[2] as u32,
+                            0,
+                        ];
+                        if slices == 1 {
+                            rec.dispatch(
+                                kernel,
+                                &[&x.bufs[ci], &phase.wt, bias, &phase.ktab, &out.bufs[oc]],
+                                &params,
+                                [gx, mtiles as u32, gz],
+                            );
+                            continue;
+                        }
+                        // Split K: partial sums per slice, then their sum and the epilogue.
+                        let part = rec.scratch((slices * mcount * nq * 4) as u64);
+                        params[7] = 0;
+                        params[21] = 4;
+                        rec.dispatch(
+                            kernel,
+                            &[&x.bufs[ci], &phase.wt, bias, &phase.ktab, &part],
+                            &params,
+                            [tiles_n, mtiles as u32, slices as u32],
+                        );
+                        let (rx, ry, row) = grid((mcount * nq) as u64);
+                        rec.dispatch(
+                            &self.k.splitk_reduce,
+                            &[&part, bias, &out.bufs[oc]],
+                            &[
+                                nq as u32,
+                                mcount as u32,
+                                slices as u32,
+                                out_off,
+                                ma as u32,
+                                flags,
+                                act.alpha.to_bits(),
+                                row,
+                                q[1] as u32,
+                                q[2] as u32,
+                                o3[1] as u32,
+                                o3[2] as u32,
+                                ostep[0] as u32,
+                                ostep[1] as u32,
+                                ostep[2] as u32,
+                                np as u32,
+                                phase.phase[0] as u32,
+                                phase.phase[1] as u32,
+                                phase.phase[2] as u32,
+                                0,
+                            ],
+                            [rx, ry, 1],
+                        );
+                        rec.recycle(part);
+                    }
                 }
                 p = end;
             }
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn conv_transpose(
-        &self,
-        rec: &mut Rec,
-        x: &DevTensor,
-        wd: &DevTensor,
-        bias: &wgpu::Buffer,
-        out: &DevTensor,
-        w: &Window,
-        group: usize,
-        act: Act,
-        what: &str,
-    ) -> Result<()> {
-        let wb = rec.whole(wd, what)?;
-        let (c, m) = (x.shape[1], out.shape[1]);
-        let (cg, mg) = (c / group, m / group);
-        let (i3, o3) = (&x.shape[2..], &out.shape[2..]);
-        let np: usize = o3.iter().product();
-        for (oc, range) in (0..out.bufs.len()).map(|i| (i, out.layout.range(i))) {
-            let mut p = range.start;
-            while p < range.end {
-                let (img, ch) = (p / m, p % m);
-                let g = ch / mg;
-                let end = range.end.min(img * m + (g + 1) * mg);
-                let (ma, mcount) = (ch, end - p);
-                let first_in = img * c + g * cg;
-                let passes = pieces_of(&x.layout, first_in..first_in + cg);
-                let n_pass = passes.len();
-                for (pi, (ci, local, cstart, ccount)) in passes.into_iter().enumerate() {
-                    let mut flags = 0u32;
-                    if pi == 0 {
-                        flags |= 1;
-                    }
-                    if pi + 1 == n_pass {
-                        flags |= 2 | act.code << 8;
-                    }
-                    let in_off = local as i64 - cstart as i64;
-                    let count = (mcount * np) as u64;
-                    let (gx, gy, row) = grid(count);
-                    let params = [
-                        i3[0] as u32,
-                        i3[1] as u32,
-                        i3[2] as u32,
-                        in_off as i32 as u32,
-                        o3[0] as u32,
-                        o3[1] as u32,
-                        o3[2] as u32,
-                        (p - range.start) as u32,
-                        w.kernel[0] as u32,
-                        w.kernel[1] as u32,
-                        w.kernel[2] as u32,
-                        ccount as u32,
-                        w.strides[0] as u32,
-                        w.strides[1] as u32,
-                        w.strides[2] as u32,
-                        mcount as u32,
-                        w.pads[0] as u32,
-                        w.pads[1] as u32,
-                        w.pads[2] as u32,
-                        cstart as u32,
-                        w.dilations[0] as u32,
-                        w.dilations[1] as u32,
-                        w.dilations[2] as u32,
-                        (ma - g * mg) as u32,
-                        mg as u32,
-                        ma as u32,
-                        flags,
-                        act.alpha.to_bits(),
-                        (g * cg) as u32,
-                        row,
-                        0,
-                        0,
-                    ];
-                    rec.dispatch(
-                        &self.k.conv_transpose,
-                        &[&x.bufs[ci], &wb, bias, &out.bufs[oc]],
-                        &params,
-                        [gx, gy, 1],
-                    );
-                }
-                p = end;
-            }
-        }
-        Ok(())
     }
 }
 

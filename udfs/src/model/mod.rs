@@ -65,8 +65,9 @@
 //!   channels per group × kernel volume): tiles of 64×64 (or 128×128, 16×256, 256×16 by
 //!   shape) per workgroup of 256 threads, 4×4 (8×8) outputs per thread, K in steps of 16
 //!   through workgroup memory, and K split over workgroups when there are few output
-//!   tiles (deep layers). ConvTranspose is direct (one output voxel per thread); Gemm and
-//!   MatMul a 16×16 tiled GEMM; InstanceNormalization statistics per group of channel
+//!   tiles (deep layers). ConvTranspose is the same GEMM once per output phase (the
+//!   residues of the output coordinates modulo the strides: the taps landing on a phase
+//!   make an ordinary convolution); Gemm and MatMul a 16×16 tiled GEMM; InstanceNormalization statistics per group of channel
 //!   planes (one here; GroupNormalization is the same kernel with more).
 //! - **Limits.** A channel plane larger than one binding ([`Model::largest_plane_bytes`]
 //!   says the smallest binding a model runs with), and an operand that must be read whole
@@ -74,7 +75,7 @@
 //!   the output's shape) but does not fit one binding, is an [`Error::Model`] naming the
 //!   node; each weight must fit the device's own largest binding. On the GPU, Resize
 //!   resizes only the axes after the second (the batch and channel scales must be 1),
-//!   broadcasting takes up to 8 dimensions, and a dilated kernel spans at most 1023
+//!   broadcasting takes up to 8 dimensions, and a (dilated) kernel spans at most 511
 //!   voxels. The GPU computes in f32 throughout (the normalizations' statistics too, in
 //!   two passes), where the CPU sums those in f64.
 //!

@@ -11,6 +11,10 @@
 // add to what the output holds, the last applies the activation (flags bits 0, 1; the
 // activation in bits 8-9: 1 relu, 2 leaky relu by alpha, 3 sigmoid).
 //
+// Row k of K reads input voxel q * s - pad + offset(k) (pad biased by 512, as the
+// offsets are); a transposed convolution runs as one such GEMM per output phase (the
+// residues of the output coordinates modulo the strides), s 1 and its taps' offsets.
+//
 // Split K (flags bit 2): workgroup z is a slice of `kslice` rows of K, and the tile's raw
 // sums go to y[(z * mcount + m) * np + n] (out_off 0) for splitk_reduce.wgsl to add up
 // and finish; otherwise workgroup z continues x (more output tiles than one dimension
@@ -25,6 +29,11 @@ struct Params {
     pd: u32, ph: u32, pw: u32, mcount: u32,
     w_k0: u32, w_m0: u32, mg: u32, bias_m0: u32,
     k0: u32, flags: u32, alpha: f32, kslice: u32,
+    // The GEMM's N: a grid of q_d x q_h x q_w voxels; voxel q is output voxel
+    // q * os + or (a transposed convolution's phase; 1 and 0 for a convolution).
+    q_d: u32, q_h: u32, q_w: u32, _p0: u32,
+    os_d: u32, os_h: u32, os_w: u32, _p1: u32,
+    or_d: u32, or_h: u32, or_w: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -60,28 +69,39 @@ fn act(v: f32) -> f32 {
     return v;
 }
 
-fn store(m: u32, n0: u32, np: u32, v: vec4<f32>, slice: u32) {
+// The output plane offset of GEMM column n.
+fn out_index(n: u32) -> u32 {
+    let qx = n % p.q_w;
+    let t = n / p.q_w;
+    let qy = t % p.q_h;
+    let qz = t / p.q_h;
+    return ((qz * p.os_d + p.or_d) * p.out_h + qy * p.os_h + p.or_h) * p.out_w + qx * p.os_w
+        + p.or_w;
+}
+
+fn store(m: u32, n0: u32, nq: u32, v: vec4<f32>, slice: u32) {
     if m >= p.mcount {
         return;
     }
     if (p.flags & 4u) != 0u {
         for (var j = 0u; j < 4u; j++) {
             let nn = n0 + j;
-            if nn >= np {
+            if nn >= nq {
                 return;
             }
-            y[(slice * p.mcount + m) * np + nn] = v[j];
+            y[(slice * p.mcount + m) * nq + nn] = v[j];
         }
         return;
     }
+    let np = p.out_d * p.out_h * p.out_w;
     let first = (p.flags & 1u) != 0u;
     let last = (p.flags & 2u) != 0u;
     for (var j = 0u; j < 4u; j++) {
         let nn = n0 + j;
-        if nn >= np {
+        if nn >= nq {
             return;
         }
-        let idx = (p.out_off + m) * np + nn;
+        let idx = (p.out_off + m) * np + out_index(nn);
         var r = v[j];
         if first {
             r += bias[p.bias_m0 + m];
@@ -128,7 +148,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let np = p.out_d * p.out_h * p.out_w;
+    let nq = p.q_d * p.q_h * p.q_w;
     let split = (p.flags & 4u) != 0u;
     var n_tile = (wid.x + wid.z * nwg.x) * TN;
     var k_begin = 0u;
@@ -139,7 +159,7 @@ fn main(
         kpass = min(p.kpass, k_begin + p.kslice);
     }
     let m_tile = wid.y * TM;
-    if n_tile >= np {
+    if n_tile >= nq {
         return;
     }
 
@@ -147,11 +167,11 @@ fn main(
     let bn = li % TN;
     let bk = li / TN;
     let n = n_tile + bn;
-    let n_ok = n < np;
-    let ox = n % p.out_w;
-    let t = n / p.out_w;
-    let oy = t % p.out_h;
-    let oz = t / p.out_h;
+    let n_ok = n < nq;
+    let ox = n % p.q_w;
+    let t = n / p.q_w;
+    let oy = t % p.q_h;
+    let oz = t / p.q_h;
     let z0 = i32(oz * p.sd) - i32(p.pd);
     let y0 = i32(oy * p.sh) - i32(p.ph);
     let x0 = i32(ox * p.sw) - i32(p.pw);
