@@ -1617,6 +1617,9 @@ struct Rec<'a> {
     /// run frees may still be read by its commands not yet submitted, so concurrent runs
     /// must not share one.
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// The buffer sizes this run asked for: the pool keeps only those (a model run at
+    /// many input shapes does not hoard buffers of each).
+    sizes: std::collections::HashSet<u64>,
 }
 
 impl Drop for Rec<'_> {
@@ -1629,7 +1632,9 @@ impl Drop for Rec<'_> {
             .extend(self.full.drain(..).chain(self.arena.take()));
         let mut pool = self.gm.pool.lock().expect("pool");
         for (size, mut bufs) in self.pool.drain() {
-            pool.entry(size).or_default().append(&mut bufs);
+            if self.sizes.contains(&size) {
+                pool.entry(size).or_default().append(&mut bufs);
+            }
         }
     }
 }
@@ -1658,6 +1663,7 @@ impl<'a> Rec<'a> {
             full: Vec::new(),
             align,
             pool,
+            sizes: Default::default(),
         }
     }
 
@@ -1742,6 +1748,7 @@ impl<'a> Rec<'a> {
     /// A buffer of `bytes` from the pool, or a new one.
     fn scratch(&mut self, bytes: u64) -> wgpu::Buffer {
         let bytes = bytes.max(4).next_multiple_of(4);
+        self.sizes.insert(bytes);
         if let Some(b) = self.pool.get_mut(&bytes).and_then(Vec::pop) {
             return b;
         }
