@@ -11,6 +11,12 @@
 //! ours must agree within 1e-4 of onnxruntime's output range. Without python's onnx and
 //! onnxruntime the test skips, except in CI (`CI=true`), where it fails.
 //!
+//! The same models on the GPU backend (any adapter: lavapipe here and in CI; the ResNet at
+//! 16³, `ONNX_GPU_PARITY_SIZE`), at the device's binding limit and at the smallest one
+//! each model runs with (activations in chunks), against onnxruntime with the same
+//! tolerance; resident weights across runs; every convolution tile variant; and a plane
+//! larger than a binding failing with the node's name.
+//!
 //! Also, without python: unsupported ops and attributes fail at load naming the node, and
 //! the memory plan of a small graph, built here with the generated ONNX messages.
 
@@ -21,6 +27,7 @@ use std::time::Instant;
 
 use common::oracle::{python, python_has, read_npy, worst, Scratch};
 use medlake_udfs::model::{onnx, Model, Tensor};
+use medlake_udfs::runtime::Backend;
 use prost::Message;
 
 /// onnxruntime's models, inputs and outputs in a scratch directory, or `None` (skip). The
@@ -28,19 +35,24 @@ use prost::Message;
 /// test, onnxruntime included, takes about 5 s on the 2-core VM), 32 in debug builds (the
 /// unoptimized kernels), or `ONNX_PARITY_SIZE` (a multiple of 4).
 fn oracle() -> Option<Scratch> {
+    oracle_at(
+        &std::env::var("ONNX_PARITY_SIZE")
+            .unwrap_or_else(|_| if cfg!(debug_assertions) { "32" } else { "64" }.into()),
+    )
+}
+
+/// As [`oracle`], the ResNet's input side `size`.
+fn oracle_at(size: &str) -> Option<Scratch> {
     if !python_has("numpy, onnx, onnxruntime") {
         return None;
     }
-    let dir = Scratch(std::env::temp_dir().join(format!("medlake-onnx-{}", std::process::id())));
+    let dir =
+        Scratch(std::env::temp_dir().join(format!("medlake-onnx-{}-{size}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let run = std::process::Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oracle/onnx_models.py"))
         .args(["--out", dir.0.to_str().unwrap()])
-        .args([
-            "--size",
-            &std::env::var("ONNX_PARITY_SIZE")
-                .unwrap_or_else(|_| if cfg!(debug_assertions) { "32" } else { "64" }.into()),
-        ])
+        .args(["--size", size])
         .output()
         .unwrap();
     assert!(
@@ -51,21 +63,23 @@ fn oracle() -> Option<Scratch> {
     Some(dir)
 }
 
+const MODELS: [&str; 10] = [
+    "resnet3d",
+    "convnet",
+    "segblock",
+    "unet3d",
+    "convtranspose",
+    "resize",
+    "upsample",
+    "groupnorm18",
+    "groupnorm21",
+    "convdirect",
+];
+
 #[test]
 fn models_match_onnxruntime() {
     let Some(dir) = oracle() else { return };
-    for name in [
-        "resnet3d",
-        "convnet",
-        "segblock",
-        "unet3d",
-        "convtranspose",
-        "resize",
-        "upsample",
-        "groupnorm18",
-        "groupnorm21",
-        "convdirect",
-    ] {
+    for name in MODELS {
         let model = Model::load(&dir.0.join(format!("{name}.onnx"))).unwrap();
         let x = read_npy(&dir.0.join(format!("{name}.input.npy")));
         let want = read_npy(&dir.0.join(format!("{name}.output.npy")));
@@ -370,4 +384,224 @@ fn memory_plan_and_run_of_a_small_graph() {
             Tensor::new(vec![1, 3, 8, 8, 8], vec![0.0; 1536]).unwrap()
         ])
         .is_err());
+}
+
+// The GPU backend (any adapter: lavapipe here and in CI).
+
+/// A parity model, its input and onnxruntime's output.
+fn parity_case(dir: &Scratch, name: &str) -> (Model, Tensor, common::oracle::Npy) {
+    let model = Model::load(&dir.0.join(format!("{name}.onnx"))).unwrap();
+    let x = read_npy(&dir.0.join(format!("{name}.input.npy")));
+    let want = read_npy(&dir.0.join(format!("{name}.output.npy")));
+    let input = Tensor::new(
+        x.shape.clone(),
+        x.values.iter().map(|&v| v as f32).collect(),
+    )
+    .unwrap();
+    (model, input, want)
+}
+
+/// Every parity model on the GPU against onnxruntime, with the device's binding limit and
+/// with the smallest one the model runs with (its largest channel plane: activations in
+/// chunks of one plane up to a few, convolutions accumulating over input chunks, Concat
+/// and Reshape copying between layouts). The ResNet at 16³ (`ONNX_GPU_PARITY_SIZE`):
+/// lavapipe is slow.
+#[test]
+fn models_match_onnxruntime_on_gpu() {
+    let Some(Backend::Gpu(_)) = common::gpu(None) else {
+        return;
+    };
+    let size = std::env::var("ONNX_GPU_PARITY_SIZE").unwrap_or_else(|_| "16".into());
+    let Some(dir) = oracle_at(&size) else { return };
+    for name in MODELS {
+        let (model, input, want) = parity_case(&dir, name);
+        let shapes = [input.shape.clone()];
+        let plane = model.largest_plane_bytes(&shapes).unwrap() as u64;
+        let flops = model.flops(&shapes).unwrap();
+        for limit in [None, Some(plane)] {
+            // A device per limit: the binding limit is the device's.
+            let backend = common::gpu(limit).unwrap();
+            let t = Instant::now();
+            let out = model.run_on(&backend, vec![input.clone()]).unwrap();
+            let first = t.elapsed().as_secs_f64();
+            // A second run (resident weights, pooled buffers) where chunks are not forced
+            // (lavapipe is slow at one-plane chunks).
+            let mut second = first;
+            if limit.is_none() {
+                let t = Instant::now();
+                let again = model.run_on(&backend, vec![input.clone()]).unwrap();
+                second = t.elapsed().as_secs_f64();
+                assert_eq!(out, again, "{name}: two runs differ");
+            }
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].shape, want.shape, "{name}");
+            let (worst, tol) = worst(&out[0].data, &want.values, 1e-4);
+            let again = if limit.is_none() {
+                format!(", second {:.1} ms", second * 1e3)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "{name} {:?} on the GPU, binding limit {limit:?}: worst difference from \
+                 onnxruntime {worst:.3e} (tolerance {tol:.3e}); first run {:.1} ms{again} \
+                 ({:.2} GFLOP/s)",
+                input.shape,
+                first * 1e3,
+                flops as f64 / second / 1e9
+            );
+            assert!(
+                worst <= tol,
+                "{name} (limit {limit:?}): worst difference {worst:e} > {tol:e}"
+            );
+        }
+    }
+}
+
+/// Weights stay resident: the model is put on the device once, later runs reuse it
+/// (no weight uploads) and give identical results.
+#[test]
+fn gpu_weights_stay_resident_across_runs() {
+    let Some(backend) = common::gpu(None) else {
+        return;
+    };
+    let Backend::Gpu(gpu) = &backend else {
+        unreachable!()
+    };
+    // x (1, 2, 8, 8, 8) -> 3^3 Conv to 4 channels -> BatchNorm -> Relu -> 1^3 Conv -> y.
+    let w3: Vec<f32> = (0..4 * 2 * 27)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 20.0)
+        .collect();
+    let bn = |name: &str, v: Vec<f32>| weight(name, &[4], v);
+    let bytes = model_bytes(
+        vec![
+            node(
+                "conv0",
+                "Conv",
+                &["x", "w3", "b3"],
+                "c",
+                vec![attr_ints("pads", &[1; 6])],
+            ),
+            node(
+                "bn0",
+                "BatchNormalization",
+                &["c", "g", "be", "mu", "var"],
+                "n",
+                vec![],
+            ),
+            node("relu0", "Relu", &["n"], "r", vec![]),
+            node("conv1", "Conv", &["r", "w1"], "y", vec![]),
+        ],
+        vec![
+            weight("w3", &[4, 2, 3, 3, 3], w3),
+            weight("b3", &[4], vec![0.1, -0.2, 0.3, 0.0]),
+            bn("g", vec![1.0, 0.5, 2.0, 1.5]),
+            bn("be", vec![0.0, 0.1, -0.1, 0.2]),
+            bn("mu", vec![0.1, 0.0, -0.2, 0.05]),
+            bn("var", vec![1.0, 2.0, 0.5, 1.5]),
+            weight(
+                "w1",
+                &[2, 4, 1, 1, 1],
+                vec![1.0, -0.5, 0.25, 2.0, 0.5, 0.5, -1.0, 1.0],
+            ),
+        ],
+        &[1, 2, 8, 8, 8],
+    );
+    let model = Model::from_bytes(&bytes).unwrap();
+    let x = Tensor::new(
+        vec![1, 2, 8, 8, 8],
+        (0..1024).map(|i| (i as f32 * 0.37).sin()).collect(),
+    )
+    .unwrap();
+    let resident = model.on_gpu(gpu).unwrap();
+    let uploads = resident.weight_uploads();
+    assert!(uploads > 0);
+    let a = model.run_on(&backend, vec![x.clone()]).unwrap();
+    let b = model.run_on(&backend, vec![x.clone()]).unwrap();
+    assert_eq!(a, b);
+    assert!(std::sync::Arc::ptr_eq(
+        &resident,
+        &model.on_gpu(gpu).unwrap()
+    ));
+    assert_eq!(resident.weight_uploads(), uploads, "a run uploaded weights");
+    assert_eq!(resident.runs(), 2);
+    let cpu = model.run(vec![x.clone()]).unwrap();
+    let cpu: Vec<f64> = cpu[0].data.iter().map(|&v| f64::from(v)).collect();
+    let (worst_diff, tol) = worst(&a[0].data, &cpu, 1e-5);
+    assert!(
+        worst_diff <= tol,
+        "GPU {worst_diff:e} from the CPU (tolerance {tol:e})"
+    );
+    // Every tile variant of the convolution agrees with the CPU too.
+    for variant in 0..4 {
+        resident.force_conv_tiles(Some(variant));
+        let y = model.run_on(&backend, vec![x.clone()]).unwrap();
+        let (worst_diff, tol) = worst(&y[0].data, &cpu, 1e-5);
+        assert!(
+            worst_diff <= tol,
+            "tiles {variant}: GPU {worst_diff:e} from the CPU (tolerance {tol:e})"
+        );
+    }
+    resident.force_conv_tiles(None);
+
+    // Runs from several threads at once share the resident weights (not activations).
+    fn shared<T: Send + Sync>(_: &T) {}
+    shared(&model);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let (model, backend) = (&model, &backend);
+                let x = Tensor::new(
+                    x.shape.clone(),
+                    x.data.iter().map(|v| v * (i + 1) as f32).collect(),
+                )
+                .unwrap();
+                s.spawn(move || {
+                    let y = (0..3)
+                        .map(|_| model.run_on(backend, vec![x.clone()]).unwrap())
+                        .last()
+                        .unwrap();
+                    (model.run(vec![x]).unwrap(), y)
+                })
+            })
+            .collect();
+        for r in runs {
+            let (cpu, gpu) = r.join().unwrap();
+            let cpu: Vec<f64> = cpu[0].data.iter().map(|&v| f64::from(v)).collect();
+            let (worst_diff, tol) = worst(&gpu[0].data, &cpu, 1e-5);
+            assert!(
+                worst_diff <= tol,
+                "concurrent run: {worst_diff:e} > {tol:e}"
+            );
+        }
+    });
+    assert_eq!(resident.weight_uploads(), uploads);
+}
+
+/// A channel plane larger than the binding limit is an error naming the node.
+#[test]
+fn gpu_plane_larger_than_a_binding_names_the_node() {
+    let Some(backend) = common::gpu(Some(1024)) else {
+        return;
+    };
+    // (1, 2, 4, 4, 4) -> ConvTranspose by 4 -> (1, 1, 14, 14, 14): a 10976-byte plane.
+    let bytes = model_bytes(
+        vec![node(
+            "up0",
+            "ConvTranspose",
+            &["x", "w"],
+            "y",
+            vec![attr_ints("strides", &[4, 4, 4])],
+        )],
+        vec![weight("w", &[2, 1, 2, 2, 2], vec![0.5; 16])],
+        &[1, 2, 4, 4, 4],
+    );
+    let model = Model::from_bytes(&bytes).unwrap();
+    let e = model
+        .run_on(
+            &backend,
+            vec![Tensor::new(vec![1, 2, 4, 4, 4], vec![1.0; 128]).unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("up0") && e.contains("binding"), "{e}");
 }

@@ -1,4 +1,4 @@
-//! ONNX models on the CPU: loading, a graph IR and an executor.
+//! ONNX models on the CPU and the GPU: loading, a graph IR and executors.
 //!
 //! - **Loading.** [`Model::load`] decodes an ONNX `ModelProto` with prost (the messages in
 //!   [`onnx`] are prost-build's output for ONNX's `onnx.proto`), checks every node against
@@ -46,10 +46,52 @@
 //!   that are not initializers; Upsample downsampling; non-3-D convolution weights;
 //!   initializers of types other than float32 and int64, or stored externally.
 //!
-//! There is no GPU path yet: models run on the CPU whatever [`crate::runtime::Backend`]
-//! is chosen.
+//!
+//! **On the GPU** ([`gpu`], WGSL compute shaders on wgpu): [`Model::run_on`] with
+//! [`Backend::Gpu`] runs every op above with the CPU's semantics (parity with onnxruntime
+//! is tested on lavapipe, `tests/onnx_parity.rs`); with [`Backend::Cpu`] it is
+//! [`Model::run`].
+//! - **What is resident.** The first GPU run (or [`Model::on_gpu`]) compiles the shaders
+//!   and uploads every weight once, into a [`GpuModel`] kept in the model for that device
+//!   (a run on another device moves it there): convolution weights transposed for the
+//!   implicit GEMM, with a BatchNormalization that only the convolution feeds folded into
+//!   them; a Relu, LeakyRelu or Sigmoid after a Conv, ConvTranspose, BatchNormalization or
+//!   Add is fused into its epilogue. A run uploads its inputs, records all nodes into
+//!   one command stream (no readback between nodes; activations stay on the device), frees
+//!   each activation after its last reader into a pool of buffers that later nodes and
+//!   runs reuse, and reads back the graph outputs only.
+//! - **Chunks.** An activation on the device is a list of buffers, each a whole number of
+//!   channel planes ((n, c) pairs in order; a plane is the product of the axes after the
+//!   second) and at most one storage binding ([`Gpu::max_binding`]: the device's,
+//!   128 MiB by default, or lower with [`Gpu::limit_binding`]). A convolution runs, for
+//!   each output chunk, one pass per input chunk holding its group's channels (the first
+//!   writes with the bias, later ones add, the last applies the fused activation); pools,
+//!   Resize, normalizations and activations run chunk by chunk; Concat, Reshape and
+//!   Flatten copy between layouts (Reshape, Flatten and Identity share the buffers when
+//!   the chunking is the same).
+//! - **Kernels.** Conv is an implicit GEMM (M output channels, N output voxels, K =
+//!   channels per group × kernel volume): tiles of 64×64 (or 128×128, 16×256, 256×16 by
+//!   shape) per workgroup of 256 threads, 4×4 (8×8) outputs per thread, K in steps of 16
+//!   through workgroup memory, and K split over workgroups when there are few output
+//!   tiles (deep layers). ConvTranspose is the same GEMM once per output phase (the
+//!   residues of the output coordinates modulo the strides: the taps landing on a phase
+//!   make an ordinary convolution); Gemm and MatMul a 16×16 tiled GEMM; InstanceNormalization statistics per group of channel
+//!   planes (one here; GroupNormalization is the same kernel with more).
+//! - **Limits.** A channel plane larger than one binding ([`Model::largest_plane_bytes`]
+//!   says the smallest binding a model runs with), and an operand that must be read whole
+//!   (Gemm's, MatMul's and Softmax's, and a broadcast operand of Add, Mul or PRelu not of
+//!   the output's shape) but does not fit one binding, is an [`Error::Model`] naming the
+//!   node; each weight must fit the device's own largest binding. On the GPU, Resize
+//!   resizes only the axes after the second (the batch and channel scales must be 1),
+//!   broadcasting takes up to 8 dimensions, and a (dilated) kernel spans at most 511
+//!   voxels. The GPU computes in f32 throughout (the normalizations' statistics too, in
+//!   two passes), where the CPU sums those in f64.
+//!
+//! `examples/model_gpu.rs` times a model (or a synthetic 3-D ResNet-18) on either backend
+//! and reports GFLOP/s ([`Model::flops`]).
 
 pub mod cpu;
+pub mod gpu;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 #[rustfmt::skip]
 pub mod onnx;
@@ -57,11 +99,14 @@ mod ops;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::Backend;
+pub use gpu::GpuModel;
 pub use ops::Op;
 
 /// A dense f32 tensor, row-major.
@@ -146,6 +191,8 @@ pub struct Model {
     /// graph outputs, which live to the end).
     last_use: Vec<usize>,
     weight_bytes: usize,
+    /// The model resident on a device ([`Model::on_gpu`]): the last device asked for.
+    resident: Mutex<Option<Arc<GpuModel>>>,
 }
 
 /// Peak memory of one run for an input shape, from shapes alone.
@@ -395,6 +442,7 @@ impl Model {
             value_names,
             last_use,
             weight_bytes,
+            resident: Mutex::new(None),
         })
     }
 
@@ -494,33 +542,79 @@ impl Model {
         })
     }
 
-    /// The floating-point operations of one run for the given input shapes: 2 × the
-    /// multiply-adds of Conv, ConvTranspose, Gemm and MatMul (the other ops are cheap next
-    /// to them and are not counted).
+    /// The floating-point operations of one run for these input shapes: 2 per
+    /// multiply-add of Conv, ConvTranspose, Gemm and MatMul (the rest is not counted).
     pub fn flops(&self, input_shapes: &[Vec<usize>]) -> Result<u64> {
         let shapes = self.plan(input_shapes)?;
         let mut total = 0u64;
         for node in &self.nodes {
             let ins = node.input_shapes(&shapes);
             let out = &shapes[node.outputs[0]];
-            let prod = |s: &[usize]| s.iter().product::<usize>() as u64;
-            total += match &node.op {
-                // Each output value: C/group × kernel multiply-adds (the weight's row).
-                Op::Conv { .. } => 2 * prod(out) * prod(&ins[1][1..]),
-                // Each input value: (M/group) × kernel multiply-adds (the weight's row).
-                Op::ConvTranspose { .. } => 2 * prod(ins[0]) * prod(&ins[1][1..]),
+            let macs: usize = match &node.op {
+                // Each output element: C/group x kernel products.
+                Op::Conv { .. } => {
+                    out.iter().product::<usize>() * ins[1][1..].iter().product::<usize>()
+                }
+                // Each input element: M/group x kernel products.
+                Op::ConvTranspose { .. } => {
+                    ins[0].iter().product::<usize>() * ins[1][1..].iter().product::<usize>()
+                }
                 Op::Gemm { trans_a, .. } => {
                     let k = if *trans_a { ins[0][0] } else { ins[0][1] };
-                    2 * prod(out) * k as u64
+                    out[0] * out[1] * k
                 }
                 Op::MatMul => {
-                    let a = ins[0];
-                    2 * prod(out) * a[a.len() - 1] as u64
+                    let s = ops::matmul_shape(ins[0], ins[1]).map_err(Error::Model)?;
+                    s.batch.iter().product::<usize>() * s.mkn.iter().product::<usize>()
                 }
                 _ => 0,
             };
+            total += 2 * macs as u64;
         }
         Ok(total)
+    }
+
+    /// The largest channel plane (the product of the axes after the second, in bytes)
+    /// among the inputs and every value of a run for these input shapes: the smallest
+    /// storage binding the GPU path runs this model with.
+    pub fn largest_plane_bytes(&self, input_shapes: &[Vec<usize>]) -> Result<usize> {
+        let shapes = self.plan(input_shapes)?;
+        let planes = shapes
+            .iter()
+            .map(|s| s.iter().skip(2).product::<usize>() * 4);
+        // GroupNormalization reads each group's channels as one plane.
+        let groups = self.nodes.iter().filter_map(|n| match n.op {
+            Op::GroupNorm { groups, .. } => {
+                let x = n.input_shapes(&shapes)[0];
+                Some(x.iter().skip(2).product::<usize>() * x[1] / groups * 4)
+            }
+            _ => None,
+        });
+        Ok(planes.chain(groups).max().unwrap_or(4))
+    }
+
+    /// This model resident on `gpu`: pipelines compiled and weights uploaded the first
+    /// time, then the same object (kept in the model) for every later call with the same
+    /// device. Asked for another device, the model moves there.
+    pub fn on_gpu(&self, gpu: &Arc<Gpu>) -> Result<Arc<GpuModel>> {
+        let mut resident = self.resident.lock().expect("resident model");
+        if let Some(r) = resident.as_ref() {
+            if Arc::ptr_eq(r.gpu(), gpu) {
+                return Ok(r.clone());
+            }
+        }
+        let r = Arc::new(GpuModel::new(self, gpu)?);
+        *resident = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Run the model on `backend`: [`Model::run`] on the CPU; on a GPU, the model
+    /// resident there ([`Model::on_gpu`]).
+    pub fn run_on(&self, backend: &Backend, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        match backend {
+            Backend::Cpu => self.run(inputs),
+            Backend::Gpu(g) => self.on_gpu(g)?.run(self, inputs),
+        }
     }
 
     /// The value slots whose last reader is node `i` (each once).

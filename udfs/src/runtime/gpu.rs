@@ -139,6 +139,31 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// The largest storage binding the ops use, in bytes (the device's, or less after
+    /// [`Gpu::limit_binding`]): volumes and model activations are split to fit it.
+    pub fn max_binding(&self) -> u64 {
+        self.max_binding
+    }
+
+    /// The device's own largest storage binding (and buffer), whatever
+    /// [`Gpu::limit_binding`] set: resident model weights must fit it.
+    pub(crate) fn device_binding_limit(&self) -> u64 {
+        let limits = self.device.limits();
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+    }
+
+    /// The device, for the model runtime's kernels ([`crate::model`]).
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The device's queue, for the model runtime's kernels.
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
     /// Use bindings of at most `bytes` (tests force slabs on small volumes with this).
     pub fn limit_binding(&mut self, bytes: u64) {
         self.max_binding = self.max_binding.min(bytes.max(1024));
