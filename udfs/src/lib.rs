@@ -17,6 +17,7 @@
 //!
 //! The SQL functions over findings come next.
 
+pub mod embedding;
 pub mod error;
 pub mod findings;
 pub mod geometry;
