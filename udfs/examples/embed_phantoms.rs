@@ -2,6 +2,9 @@
 //! neighbour accuracy; optionally write the pooled features for analysis.
 //!
 //! `cargo run --release -p medlake-udfs --example embed_phantoms -- FIRST_SEED PER_CLASS [features.tsv]`
+//! (with `SHIFTED=1`, each phantom's features are followed by those of the phantom
+//! shifted by a few millimetres, its class + 10); `... -- time` times one 512 × 512 × 250
+//! series.
 //!
 //! Seeds 1000.. were used to choose the group weights; `tests/embedding.rs` reports on
 //! others.
@@ -32,6 +35,30 @@ fn shifted(v: &medlake_udfs::Volume, by: [i64; 3]) -> medlake_udfs::Volume {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("time") {
+        // One 512 × 512 × 250 series (0.7 mm pixels, 1 mm slices), embedded three times.
+        let spec = PhantomSpec {
+            seed: 1,
+            pixel_spacing_mm: 0.7,
+            slice_spacing_mm: 1.0,
+            slices: 250,
+        };
+        let v = generate_class(spec, PhantomClass::NoduleBearing).to_volume();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let input =
+                medlake_udfs::embedding::preprocess(&v, &builtin::preprocess(), &Backend::Cpu)
+                    .expect("preprocess");
+            let pre = t.elapsed().as_secs_f64();
+            builtin::model().run(vec![input]).expect("run");
+            let total = t.elapsed().as_secs_f64();
+            println!(
+                "512 × 512 × 250: preprocess {pre:.2} s, model {:.2} s, total {total:.2} s",
+                total - pre
+            );
+        }
+        return;
+    }
     let first: u64 = args.get(1).map_or(1000, |s| s.parse().expect("first seed"));
     let per_class: u64 = args.get(2).map_or(10, |s| s.parse().expect("per class"));
     let mut out = args
