@@ -561,11 +561,11 @@ pub fn generate_spec(spec: PhantomSpec) -> Phantom {
 pub enum PhantomClass {
     /// No nodules; at most one small sparse emphysema region (well under 1% LAA).
     Normal,
-    /// Strong diffuse emphysema (14–23 dense regions over both lungs, roughly 8–25%
-    /// LAA-950) and no nodules.
+    /// Strong diffuse emphysema (14–23 dense regions over both lungs: 9–18% of the lung
+    /// voxels destroyed over seeds 1000–1059) and no nodules.
     Emphysematous,
-    /// 3–5 nodules of 6–30 mm (log-uniform, the fourth and later ground-glass may
-    /// appear) and no emphysema.
+    /// 3–5 nodules of 6–30 mm (log-uniform diameters; the fourth is ground-glass) and no
+    /// emphysema. A nodule that finds no clear place in 200 tries is left out.
     NoduleBearing,
 }
 

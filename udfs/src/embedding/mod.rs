@@ -66,8 +66,8 @@ pub enum Crop {
 pub const MIN_SLICES: usize = 8;
 
 impl Preprocess {
-    /// One line, for people: "resample 2.5×2.5×2.5 mm, window [-1000, 400], scale
-    /// [-1000, 400] → [0, 1], 80×112×144 centred on the body".
+    /// One line, for people: "resample 2.5×2.5×2.5 mm (z×y×x), window [-1000, 400],
+    /// scale [-1000, 400] → [0, 1], 80×112×144 centred on the body".
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         match self.spacing_mm {
