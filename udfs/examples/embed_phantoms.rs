@@ -6,8 +6,8 @@
 //! shifted by a few millimetres, its class + 10); `... -- time` times one 512 × 512 × 250
 //! series.
 //!
-//! Seeds 1000.. were used to choose the group weights; `tests/embedding.rs` reports on
-//! others.
+//! Seeds 1000–1059 were used to calibrate the model and choose its group weights;
+//! `tests/embedding.rs` reports on others.
 
 use std::io::Write;
 use std::time::Instant;

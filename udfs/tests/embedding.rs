@@ -2,9 +2,10 @@
 //! invariance to small shifts and to fresh noise, leave-one-out nearest-neighbour class
 //! accuracy, and refusals of series too small to embed.
 //!
-//! Seeds: the model's group weights were chosen on class phantoms of seeds 1000–1029
-//! (`examples/embed_phantoms.rs`); every figure here is measured on seeds from 5000 on,
-//! which were not looked at while choosing them.
+//! Seeds: the model's calibration and group weights were chosen on class phantoms of
+//! seeds 1000–1059 (`examples/embed_phantoms.rs`, which also writes the features and
+//! their shifted versions); every figure here is measured on seeds from 5000 on, which
+//! were not looked at while choosing them.
 
 mod common;
 

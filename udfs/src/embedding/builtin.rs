@@ -51,7 +51,8 @@
 //!   Sigmoid, Mul, AveragePool, MaxPool, GlobalAveragePool, Concat, Flatten and Gemm, ops
 //!   the CPU runtime (and a GPU path built on the same op set) implements.
 //! - **Cheap**: the filters are 3 × 3 × 3 on a 1.3 M-voxel grid and the smoothing is
-//!   separable; everything gated runs on the 160 k-voxel 5 mm level.
+//!   separable; everything gated runs on the 160 k-voxel 5 mm level. A 512 × 512 × 250
+//!   series takes about 1 s on two CPU cores, nearly all of it the model.
 //! - **What it sees**: gradient and curvature energies describe texture and anatomy,
 //!   the blob maxima in the lungs respond to nodules, the gated low-attenuation
 //!   fractions and the histograms to emphysema and body composition.
