@@ -27,6 +27,9 @@ Models:
 - `resize`: a chain of Resize nodes through every supported nearest_mode and
   coordinate_transformation_mode, by scales and by sizes, up and down.
 - `upsample`: Upsample (opset 9), nearest and linear.
+- `bigpool`: pooling windows of thousands of taps (a whole-grid MaxPool, padded strided
+  AveragePools with and without count_include_pad, a dilated MaxPool), which the GPU
+  path runs axis by axis.
 - `convdirect`: convolutions over rows 16 to 40 wide (medlake's im2col-free AVX-512
   path): row widths not multiples of 16, strides, dilation, asymmetric pads, groups,
   pointwise with and without stride, BatchNorm and activations fused.
@@ -286,6 +289,25 @@ def upsample():
     return b.model("upsample", list(shape), x, None, opset=9), shape
 
 
+def bigpool():
+    """Pooling windows large enough that the GPU path runs them axis by axis: a whole-grid
+    MaxPool (a global max, as the built-in embedding model uses), a padded, strided
+    AveragePool with and without count_include_pad, and a dilated MaxPool; concatenated
+    after flattening."""
+    b = Builder(12)
+    shape = (1, 3, 24, 28, 30)
+    g = b.node("MaxPool", ["input"], kernel_shape=[24, 28, 30])
+    a1 = b.node("AveragePool", ["input"], kernel_shape=[9, 11, 10], strides=[4, 5, 6],
+                pads=[2, 3, 1, 4, 0, 2], count_include_pad=1)
+    a0 = b.node("AveragePool", ["input"], kernel_shape=[9, 11, 10], strides=[4, 5, 6],
+                pads=[2, 3, 1, 4, 0, 2], count_include_pad=0)
+    m = b.node("MaxPool", ["input"], kernel_shape=[8, 9, 10], strides=[3, 3, 3],
+               pads=[1, 2, 3, 1, 2, 3], dilations=[2, 2, 2])
+    flat = [b.node("Flatten", [t], axis=1) for t in (g, a1, a0, m)]
+    x = b.node("Concat", flat, axis=1)
+    return b.model("bigpool", list(shape), x, [1, "n"]), shape
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -298,7 +320,8 @@ def main():
     models = {"resnet3d": resnet3d(args.size), "convnet": convnet(), "segblock": segblock(),
               "unet3d": unet3d(args.size), "convtranspose": convtranspose(), "resize": resize(),
               "upsample": upsample(), "groupnorm18": groupnorm(opset=18),
-              "groupnorm21": groupnorm(opset=21), "convdirect": convdirect()}
+              "groupnorm21": groupnorm(opset=21), "convdirect": convdirect(),
+              "bigpool": bigpool()}
     for name, (model, shape) in models.items():
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(model, path)

@@ -292,7 +292,7 @@ struct Anatomy {
 
 const SIDES: [&str; 2] = ["right", "left"];
 
-fn plan(spec: &PhantomSpec, rng: &mut Rng) -> Anatomy {
+fn plan(spec: &PhantomSpec, rng: &mut Rng, class: Option<PhantomClass>) -> Anatomy {
     let fov = MATRIX as f64 * spec.pixel_spacing_mm;
     let length = (spec.slices - 1) as f64 * spec.slice_spacing_mm;
     let rx = (0.45 * fov).min(165.0) * rng.range(0.9, 1.0);
@@ -340,23 +340,43 @@ fn plan(spec: &PhantomSpec, rng: &mut Rng) -> Anatomy {
             .all(|b| b.surface_distance(p) > r + 1.5 + 8.0)
     };
     let mut emphysema = Vec::new();
-    let regions = (rng.next_u64() % 4) as usize;
+    // (regions, radius range, density range) of the emphysema drawn.
+    let (regions, radii, densities) = match class {
+        None => ((rng.next_u64() % 4) as usize, (12.0, 30.0), (0.3, 0.7)),
+        // At most one small, sparse region: a few tenths of a percent LAA.
+        Some(PhantomClass::Normal) => ((rng.next_u64() % 2) as usize, (10.0, 15.0), (0.1, 0.3)),
+        // Diffuse: many large, dense regions in both lungs.
+        Some(PhantomClass::Emphysematous) => (
+            14 + (rng.next_u64() % 10) as usize,
+            (18.0, 32.0),
+            (0.45, 0.8),
+        ),
+        Some(PhantomClass::NoduleBearing) => (0, (12.0, 30.0), (0.3, 0.7)),
+    };
     for _ in 0..regions {
         for _ in 0..50 {
             let s = (rng.next_u64() % 2) as usize;
-            let r = rng.range(12.0, 30.0);
+            let r = rng.range(radii.0, radii.1);
             let p = point_in(&lungs[s], rng);
             if lungs[s].holds_sphere(p, r + 3.0) && avoid_bronchi(p, r + 15.0) {
-                emphysema.push((Ellipsoid { c: p, a: [r; 3] }, rng.range(0.3, 0.7)));
+                emphysema.push((
+                    Ellipsoid { c: p, a: [r; 3] },
+                    rng.range(densities.0, densities.1),
+                ));
                 break;
             }
         }
     }
     let mut nodules: Vec<TrueNodule> = Vec::new();
-    let count = 3 + (rng.next_u64() % 4) as usize;
+    // (count, smallest diameter, largest/smallest) of the nodules drawn.
+    let (count, d_min, d_ratio): (usize, f64, f64) = match class {
+        None => (3 + (rng.next_u64() % 4) as usize, 3.0, 10.0),
+        Some(PhantomClass::NoduleBearing) => (3 + (rng.next_u64() % 3) as usize, 6.0, 5.0),
+        Some(_) => (0, 3.0, 10.0),
+    };
     for n in 0..count {
-        // Log-uniform diameters over 3–30 mm; a quarter ground-glass.
-        let diameter = (3f64.ln() + rng.unit() * 10f64.ln()).exp();
+        // Log-uniform diameters (3–30 mm by default); a quarter ground-glass.
+        let diameter = (d_min.ln() + rng.unit() * d_ratio.ln()).exp();
         let solid = n % 4 != 3;
         let r = diameter / 2.0;
         for _ in 0..200 {
@@ -532,11 +552,75 @@ pub fn generate(seed: u64) -> Phantom {
 /// Build a phantom with a chosen acquisition (benchmarks fix the slice count); the anatomy
 /// still comes from the spec's seed.
 pub fn generate_spec(spec: PhantomSpec) -> Phantom {
+    draw(spec, None)
+}
+
+/// Which kind of chest a class phantom shows (for tests of embeddings and classifiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhantomClass {
+    /// No nodules; at most one small sparse emphysema region (well under 1% LAA).
+    Normal,
+    /// Strong diffuse emphysema (14–23 dense regions over both lungs: 9–18% of the lung
+    /// voxels destroyed over seeds 1000–1059) and no nodules.
+    Emphysematous,
+    /// 3–5 nodules of 6–30 mm (log-uniform diameters; the fourth is ground-glass) and no
+    /// emphysema. A nodule that finds no clear place in 200 tries is left out.
+    NoduleBearing,
+}
+
+impl PhantomClass {
+    pub const ALL: [PhantomClass; 3] = [
+        PhantomClass::Normal,
+        PhantomClass::Emphysematous,
+        PhantomClass::NoduleBearing,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PhantomClass::Normal => "normal",
+            PhantomClass::Emphysematous => "emphysematous",
+            PhantomClass::NoduleBearing => "nodule_bearing",
+        }
+    }
+}
+
+impl PhantomSpec {
+    /// A thick-slice acquisition for `seed` (quicker to draw and to read): in-plane
+    /// spacing 0.6–0.9 mm, slices of 1.25, 2 or 2.5 mm, 150–200 mm of coverage. Its own
+    /// stream, so it is not [`PhantomSpec::from_seed`]'s acquisition for the same seed.
+    pub fn thick(seed: u64) -> PhantomSpec {
+        const SLICE_SPACINGS: [f64; 3] = [1.25, 2.0, 2.5];
+        let mut rng = Rng::new(seed ^ 0x7468_6963_6b00_0000);
+        let pixel_spacing_mm = (rng.range(0.6, 0.9) * 1000.0).round() / 1000.0;
+        let slice_spacing_mm = SLICE_SPACINGS[(rng.next_u64() % 3) as usize];
+        let coverage = rng.range(150.0, 200.0);
+        PhantomSpec {
+            seed,
+            pixel_spacing_mm,
+            slice_spacing_mm,
+            slices: (coverage / slice_spacing_mm) as usize + 1,
+        }
+    }
+}
+
+/// Build a phantom of a class: the same body, lungs, airways, vessels, calcifications
+/// and noise as [`generate_spec`] draws for the spec's seed (from its own stream, so not
+/// the same anatomy as the unclassed phantom), with the class's emphysema and nodules.
+pub fn generate_class(spec: PhantomSpec, class: PhantomClass) -> Phantom {
+    draw(spec, Some(class))
+}
+
+fn draw(spec: PhantomSpec, class: Option<PhantomClass>) -> Phantom {
     use rayon::prelude::*;
 
     let seed = spec.seed;
-    let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let anatomy = plan(&spec, &mut rng);
+    let stream = match class {
+        None => 0,
+        Some(c) => 0x636c_6173_7300_0000 + c as u64 + 1,
+    };
+    let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ stream);
+    let anatomy = plan(&spec, &mut rng, class);
     let (nz, n) = (spec.slices, MATRIX);
     let p = spec.pixel_spacing_mm;
     let dz = spec.slice_spacing_mm;

@@ -63,7 +63,7 @@ fn oracle_at(size: &str) -> Option<Scratch> {
     Some(dir)
 }
 
-const MODELS: [&str; 10] = [
+const MODELS: [&str; 11] = [
     "resnet3d",
     "convnet",
     "segblock",
@@ -74,6 +74,7 @@ const MODELS: [&str; 10] = [
     "groupnorm18",
     "groupnorm21",
     "convdirect",
+    "bigpool",
 ];
 
 #[test]

@@ -327,6 +327,9 @@ struct ConvPhase {
     phase: [usize; 3],
 }
 
+/// Pooling windows of more taps than this (over more than one axis) run axis by axis.
+const SEPARABLE_POOL_TAPS: usize = 512;
+
 /// The bias of the K-row table's offsets (10 bits each): offsets of -512..=511.
 const OFFSET_BIAS: i64 = 512;
 
@@ -1205,6 +1208,39 @@ impl GpuModel {
         mode: u32,
         what: &str,
     ) -> Result<DevTensor> {
+        // A large window runs one axis at a time (x, then y, then z): every pooling mode
+        // is separable (the window's voxels inside the input are a box, so their max,
+        // sum and count factor by axis), and one thread looping over a whole grid is
+        // slow on any GPU and stops short on some (lavapipe past about 64 Ki taps).
+        if w.kernel.iter().product::<usize>() > SEPARABLE_POOL_TAPS
+            && w.kernel.iter().filter(|&&k| k > 1).count() > 1
+        {
+            let mut cur: Option<DevTensor> = None;
+            let mut shape = x.shape.clone();
+            for a in (0..3).rev() {
+                if w.kernel[a] == 1 && w.strides[a] == 1 && w.pads[a] + w.pads[a + 3] == 0 {
+                    continue;
+                }
+                let mut one = Window {
+                    kernel: [1; 3],
+                    strides: [1; 3],
+                    pads: [0; 6],
+                    dilations: [1; 3],
+                };
+                one.kernel[a] = w.kernel[a];
+                one.strides[a] = w.strides[a];
+                one.pads[a] = w.pads[a];
+                one.pads[a + 3] = w.pads[a + 3];
+                one.dilations[a] = w.dilations[a];
+                shape[2 + a] = out_shape[2 + a];
+                let input = cur.as_ref().unwrap_or(x);
+                let next = self.pool(rec, input, &shape, &one, mode, what)?;
+                if let Some(done) = cur.replace(next) {
+                    rec.release(done);
+                }
+            }
+            return Ok(cur.expect("a large window has axes"));
+        }
         let out = rec.alloc(out_shape, what)?;
         let (i3, o3) = (&x.shape[2..], &out_shape[2..]);
         for (ci, li, co, lo, n) in pieces(&x.layout, &out.layout) {
