@@ -47,6 +47,9 @@ pub struct ModelEntry {
     pub output: Option<String>,
     /// The output's length for the preprocessing's fixed input size, when known.
     pub output_dim: Option<usize>,
+    /// The CPU run's memory for that input size (weights, peak activations), when known
+    /// (`peak_node` is not recorded: 0).
+    pub memory: Option<medlake_udfs::model::MemoryPlan>,
     pub builtin: bool,
 }
 
@@ -63,6 +66,10 @@ impl ModelEntry {
                 preprocess: builtin::preprocess(),
                 output: None,
                 output_dim: Some(builtin::DIM),
+                memory: builtin::preprocess()
+                    .size
+                    .and_then(|[d, h, w]| builtin::model().memory(&[vec![1, 1, d, h, w]]).ok())
+                    .map(|m| medlake_udfs::model::MemoryPlan { peak_node: 0, ..m }),
                 builtin: true,
             })
             .clone()
@@ -85,7 +92,19 @@ impl ModelEntry {
     }
 
     fn input_spec_json(&self) -> String {
-        serde_json::json!({ "preprocess": self.preprocess }).to_string()
+        let input_shape = self.preprocess.size.map(|[d, h, w]| [1, 1, d, h, w]);
+        let memory = self.memory.map(|m| {
+            serde_json::json!({
+                "weight_bytes": m.weight_bytes,
+                "peak_activation_bytes": m.peak_activation_bytes,
+            })
+        });
+        serde_json::json!({
+            "preprocess": self.preprocess,
+            "input_shape": input_shape,
+            "memory": memory,
+        })
+        .to_string()
     }
 
     fn output_spec_json(&self) -> String {
@@ -194,8 +213,15 @@ pub fn entries_from_batch(b: &RecordBatch) -> Result<Vec<ModelEntry>> {
     let mut out = Vec::new();
     for i in 0..b.num_rows() {
         #[derive(Deserialize)]
+        struct Memory {
+            weight_bytes: usize,
+            peak_activation_bytes: usize,
+        }
+        #[derive(Deserialize)]
         struct Input {
             preprocess: Preprocess,
+            #[serde(default)]
+            memory: Option<Memory>,
         }
         #[derive(Deserialize)]
         struct Output {
@@ -216,6 +242,11 @@ pub fn entries_from_batch(b: &RecordBatch) -> Result<Vec<ModelEntry>> {
             preprocess: input.preprocess,
             output: output_spec.output,
             output_dim: (!dim.is_null(i)).then(|| dim.value(i) as usize),
+            memory: input.memory.map(|m| medlake_udfs::model::MemoryPlan {
+                weight_bytes: m.weight_bytes,
+                peak_activation_bytes: m.peak_activation_bytes,
+                peak_node: 0,
+            }),
             builtin: builtin.value(i),
         });
     }
@@ -336,6 +367,15 @@ pub async fn add_model(lake: &Lake, add: &AddModel) -> Result<(ModelEntry, bool)
     };
     let output_dim = output_dim(&model, &add.preprocess, output.as_deref())
         .map_err(|e| Error::Invalid(format!("model add: {}: {e}", add.path)))?;
+    let memory = match add.preprocess.size {
+        Some([d, h, w]) => Some(medlake_udfs::model::MemoryPlan {
+            peak_node: 0,
+            ..model
+                .memory(&[vec![1, 1, d, h, w]])
+                .map_err(|e| Error::Invalid(format!("model add: {}: {e}", add.path)))?
+        }),
+        None => None,
+    };
     let sha256 = sha256_hex(&bytes);
     let location = lake
         .root()
@@ -354,6 +394,7 @@ pub async fn add_model(lake: &Lake, add: &AddModel) -> Result<(ModelEntry, bool)
         preprocess: add.preprocess.clone(),
         output,
         output_dim,
+        memory,
         builtin: false,
     };
     let wrote = record(lake, &entry).await?;

@@ -336,6 +336,14 @@ async fn model_add_records_and_runs_a_model() {
     assert!(wrote);
     assert_eq!(entry.sha256, sha);
     assert_eq!(entry.output_dim, Some(4));
+    // The memory plan for the fixed input: the input and the conv output (4 channels at
+    // 16 x 32 x 32) are alive together at the peak, at least.
+    let m = entry.memory.unwrap();
+    assert_eq!(m.weight_bytes, (4 * 27 + 4) * 4);
+    assert!(
+        m.peak_activation_bytes >= (16 * 32 * 32 + 4 * 16 * 32 * 32) * 4,
+        "{m:?}"
+    );
     assert!(tmp
         .path()
         .join(format!("lake/_models/{sha}.onnx"))
