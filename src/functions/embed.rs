@@ -65,6 +65,9 @@ enum Kind {
     Predict,
 }
 
+/// (SeriesInstanceUID, model name, model sha256).
+type CacheKey = (String, String, String);
+
 /// `embed` and `predict`.
 pub struct EmbedFunc {
     kind: Kind,
@@ -75,7 +78,7 @@ pub struct EmbedFunc {
     instances_version: Option<i64>,
     embeddings_version: Option<i64>,
     /// (uid, model name, model sha256) → vector (None: could not be computed).
-    cache: Mutex<HashMap<(String, String, String), Option<Arc<Vec<f32>>>>>,
+    cache: Mutex<HashMap<CacheKey, Option<Arc<Vec<f32>>>>>,
     backends: Backends,
     metrics: Arc<ComputeMetrics>,
 }
