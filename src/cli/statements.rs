@@ -94,8 +94,8 @@ pub async fn run_all(ctx: &SessionContext, sql: &str, sink: &mut Sink) -> Result
             let (c, t, f) = m.counts();
             if (c, t, f) != (c0, t0, f0) {
                 eprintln!(
-                    "ct_findings: {} series computed on {}, {} read from findings, {} failed \
-                     (see compute_errors)",
+                    "compute (ct_findings, embed, predict): {} series computed on {}, {} read \
+                     from findings/embeddings, {} failed (see compute_errors)",
                     c - c0,
                     m.backends().join(", "),
                     t - t0,
