@@ -86,6 +86,16 @@ impl ModelEntry {
         )
     }
 
+    /// How `auto` places it: the built-in filter bank is light next to its preprocessing
+    /// (volume passes), a registered network is heavy and stays on the device.
+    pub fn workload(&self) -> medlake_udfs::runtime::Workload {
+        if self.builtin {
+            medlake_udfs::runtime::Workload::VolumeOps
+        } else {
+            medlake_udfs::runtime::Workload::Network
+        }
+    }
+
     /// What `compute_errors.method_version` records for this model.
     pub fn method_version(&self) -> String {
         format!("{}@sha256:{}", self.name, self.sha256)

@@ -62,8 +62,9 @@ pub enum ComputeCommand {
         /// --where "collection = 'lidc' AND slice_spacing_mm <= 2.5".
         #[arg(long = "where", value_name = "PREDICATE")]
         predicate: Option<String>,
-        /// Where the filters run: cpu, gpu or auto (a hardware GPU when there is one).
-        /// Default: MEDLAKE_DEVICE, else auto.
+        /// Where the filters run: cpu, gpu or auto. Default: MEDLAKE_DEVICE, else auto,
+        /// which is the CPU for findings (their GPU path was measured slower than the
+        /// CPU on an H100; see BENCHMARKS.md).
         #[arg(long, value_parser = ["cpu", "gpu", "auto"])]
         device: Option<String>,
         /// Retry series already recorded in `compute_errors` by this method version.
@@ -84,7 +85,8 @@ pub enum ComputeCommand {
         /// A SQL predicate on `series` columns: which series to consider.
         #[arg(long = "where", value_name = "PREDICATE")]
         predicate: Option<String>,
-        /// Where the model runs: cpu, gpu or auto. Default: MEDLAKE_DEVICE, else auto.
+        /// Where the model runs: cpu, gpu or auto. Default: MEDLAKE_DEVICE, else auto: a
+        /// hardware GPU for registered models, the CPU for the built-in filter bank.
         #[arg(long, value_parser = ["cpu", "gpu", "auto"])]
         device: Option<String>,
         /// Retry series already recorded in `compute_errors` for this model.

@@ -185,7 +185,7 @@ pub async fn compute_embeddings(lake: &Lake, opts: &EmbedOptions) -> Result<Embe
         .device
         .clone()
         .or_else(|| std::env::var("MEDLAKE_DEVICE").ok());
-    let backend = Backend::choose(setting.as_deref())
+    let backend = Backend::choose_for(setting.as_deref(), entry.workload())
         .map_err(|e| Error::Invalid(format!("compute embeddings: {e}")))?;
     let loaded = crate::models::load(&entry).await?;
     if entry.builtin {

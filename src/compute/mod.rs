@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use medlake_udfs::findings::{self, METHOD_VERSION};
-use medlake_udfs::runtime::Backend;
+use medlake_udfs::runtime::{Backend, Workload};
 use medlake_udfs::volume::{assemble, read_image, Input, Volume};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
@@ -114,7 +114,7 @@ pub async fn compute_findings(lake: &Lake, opts: &ComputeOptions) -> Result<Comp
         .device
         .clone()
         .or_else(|| std::env::var("MEDLAKE_DEVICE").ok());
-    let backend = Backend::choose(setting.as_deref())
+    let backend = Backend::choose_for(setting.as_deref(), Workload::VolumeOps)
         .map_err(|e| Error::Invalid(format!("compute findings: {e}")))?;
     let mut summary = ComputeSummary {
         backend: backend.name(),

@@ -39,7 +39,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use medlake_udfs::findings::METHOD_VERSION;
-use medlake_udfs::runtime::Backend;
+use medlake_udfs::runtime::{Backend, Workload};
 
 use crate::compute::{self, tables, ComputeError, Computed};
 use crate::lake::Lake;
@@ -102,23 +102,25 @@ impl ComputeMetrics {
 /// The backends a session's compute functions opened, by `medlake.device` setting: a GPU
 /// is opened once per session, not per batch.
 #[derive(Debug, Default)]
-pub struct Backends(Mutex<HashMap<String, Backend>>);
+pub struct Backends(Mutex<HashMap<(String, Workload), Backend>>);
 
 impl Backends {
-    /// The backend for a `medlake.device` setting (empty: MEDLAKE_DEVICE, else auto).
-    pub fn get(&self, setting: &str) -> Result<Backend> {
+    /// The backend for a `medlake.device` setting (empty: MEDLAKE_DEVICE, else auto) and
+    /// a workload (which `auto` depends on).
+    pub fn get(&self, setting: &str, workload: Workload) -> Result<Backend> {
         let setting = if setting.is_empty() {
             std::env::var("MEDLAKE_DEVICE").unwrap_or_default()
         } else {
             setting.to_string()
         };
         let mut backends = self.0.lock().expect("not poisoned");
-        if let Some(b) = backends.get(&setting) {
+        let key = (setting, workload);
+        if let Some(b) = backends.get(&key) {
             return Ok(b.clone());
         }
-        let b = Backend::choose(Some(&setting))
+        let b = Backend::choose_for(Some(&key.0), workload)
             .map_err(|e| DataFusionError::Execution(format!("medlake.device: {e}")))?;
-        backends.insert(setting, b.clone());
+        backends.insert(key, b.clone());
         Ok(b)
     }
 }
@@ -390,7 +392,7 @@ impl AsyncScalarUDFImpl for CtFindings {
             m
         };
         if !missing.is_empty() {
-            let backend = self.backends.get(&setting)?;
+            let backend = self.backends.get(&setting, Workload::VolumeOps)?;
             self.fill(missing, &backend).await?;
         }
         let fields = item_fields();

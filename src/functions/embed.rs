@@ -437,7 +437,7 @@ impl AsyncScalarUDFImpl for EmbedFunc {
             m
         };
         if !missing.is_empty() {
-            let backend = self.backends.get(&setting)?;
+            let backend = self.backends.get(&setting, entry.workload())?;
             self.fill(missing, &entry, &backend).await?;
         }
         let cache = self.cache.lock().expect("not poisoned");

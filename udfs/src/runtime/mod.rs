@@ -59,6 +59,19 @@ impl Reduction {
     }
 }
 
+/// What a computation gains from a GPU: how `auto` chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Workload {
+    /// Volume passes with a host round trip per op (findings, model preprocessing). On an
+    /// H100 these ran 8x slower than on the machine's 16 CPU cores (BENCHMARKS.md, "CT
+    /// findings and the built-in embedding per backend"), so `auto` keeps them on the
+    /// CPU; `gpu` still runs them there.
+    VolumeOps,
+    /// Networks whose activations stay on the device (registered ONNX models): `auto`
+    /// takes a hardware GPU (51x the CPU on a 3-D ResNet-18 on that H100).
+    Network,
+}
+
 /// Where ops run.
 #[derive(Clone)]
 pub enum Backend {
@@ -82,7 +95,13 @@ impl Backend {
 
     /// As [`Backend::from_env`], for a given setting.
     pub fn choose(setting: Option<&str>) -> Result<Backend> {
+        Self::choose_for(setting, Workload::Network)
+    }
+
+    /// As [`Backend::choose`], where `auto` depends on the workload ([`Workload`]).
+    pub fn choose_for(setting: Option<&str>, workload: Workload) -> Result<Backend> {
         match setting.map(str::trim).unwrap_or("auto") {
+            "auto" | "" if workload == Workload::VolumeOps => Ok(Backend::Cpu),
             "cpu" => Ok(Backend::Cpu),
             "gpu" => Ok(Backend::Gpu(Arc::new(gpu::Gpu::open(
                 gpu::AdapterChoice::AnyIncludingSoftware,
