@@ -55,6 +55,10 @@ const MAX_GROUPS: u32 = 65_535;
 /// device starts while the rest is recorded).
 const SUBMIT_EVERY: usize = 24;
 
+/// Input shapes (per model) whose recorded plans are kept: a plan holds every buffer of
+/// its run, so a model run at many shapes keeps only the latest few.
+const MAX_PLANS: usize = 4;
+
 /// Bytes of one uniform arena: the parameters of this many dispatches at 256 bytes each.
 const ARENA_BYTES: u64 = 1024 * 256;
 
@@ -359,6 +363,8 @@ pub struct GpuModel {
     uploads: AtomicUsize,
     uploaded_bytes: AtomicUsize,
     runs: AtomicUsize,
+    /// Recorded runs by (input shapes, forced tiles), oldest first.
+    plans: Mutex<Vec<(PlanKey, Arc<Mutex<Option<Plan>>>)>>,
     /// A [`CONV_TILES`] variant every convolution uses, plus one (0: chosen by shape).
     forced_tiles: AtomicUsize,
 }
@@ -404,6 +410,7 @@ impl GpuModel {
             uploads: AtomicUsize::new(0),
             uploaded_bytes: AtomicUsize::new(0),
             runs: AtomicUsize::new(0),
+            plans: Mutex::new(Vec::new()),
             forced_tiles: AtomicUsize::new(0),
         };
         // How many nodes read each value (a value read twice by one node counts twice).
@@ -679,13 +686,13 @@ impl GpuModel {
         })
     }
 
-    /// Run `model` (the one this was built from) on the device.
+    /// Run `model` (the one this was built from) on the device: through the cached plan
+    /// of the input shapes (built on the first run at those shapes), or, while another
+    /// run holds that plan, recorded afresh with buffers of its own.
     pub(super) fn run(&self, model: &Model, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let shapes = model.plan(&inputs.iter().map(|t| t.shape.clone()).collect::<Vec<_>>())?;
-        self.runs.fetch_add(1, Ordering::Relaxed);
-        let mut rec = Rec::new(self);
-        let mut values: Vec<Option<DevTensor>> = vec![None; model.value_names.len()];
-        for (input, t) in model.inputs.iter().zip(inputs) {
+        let in_shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let shapes = model.plan(&in_shapes)?;
+        for (input, t) in model.inputs.iter().zip(&inputs) {
             if t.data.len() != t.shape.iter().product::<usize>() {
                 return Err(Error::Model(format!(
                     "input {:?}: shape {:?} but {} values",
@@ -694,20 +701,68 @@ impl GpuModel {
                     t.data.len()
                 )));
             }
-            let d = rec.alloc(&t.shape, &format!("input {:?}", input.name))?;
-            let chunk = d.layout.chunk_elems();
-            for (i, b) in d.bufs.iter().enumerate() {
-                let part = &t.data[i * chunk..((i + 1) * chunk).min(t.data.len())];
-                if !part.is_empty() {
-                    self.gpu.queue().write_buffer(b, 0, &words(part));
+        }
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let key = (in_shapes, self.forced_tiles.load(Ordering::Relaxed));
+        let slot = {
+            let mut plans = self.plans.lock().expect("plans");
+            match plans.iter().position(|(k, _)| *k == key) {
+                Some(i) => plans[i].1.clone(),
+                None => {
+                    if plans.len() >= MAX_PLANS {
+                        plans.remove(0);
+                    }
+                    let slot = Arc::new(Mutex::new(None));
+                    plans.push((key, slot.clone()));
+                    slot
                 }
             }
+        };
+        let mut guard = match slot.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                let mut g = e.into_inner();
+                *g = None;
+                g
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let mut rec = Rec::new(self, false);
+                let (ins, outs) = self.record(&mut rec, model, &shapes, &inputs)?;
+                for d in ins {
+                    rec.release(d);
+                }
+                return rec.read(&outs);
+            }
+        };
+        if guard.is_none() {
+            let mut rec = Rec::new(self, true);
+            let (ins, outs) = self.record(&mut rec, model, &shapes, &inputs)?;
+            *guard = Some(rec.into_plan(ins, outs));
+        }
+        guard.as_ref().expect("a plan").replay(self, &inputs)
+    }
+
+    /// Record every step of `model` at `shapes` into `rec` (writing the inputs to their
+    /// buffers first): the input and output tensors.
+    fn record(
+        &self,
+        rec: &mut Rec,
+        model: &Model,
+        shapes: &[Vec<usize>],
+        inputs: &[Tensor],
+    ) -> Result<(Vec<DevTensor>, Vec<DevTensor>)> {
+        let mut values: Vec<Option<DevTensor>> = vec![None; model.value_names.len()];
+        let mut ins = Vec::new();
+        for (input, t) in model.inputs.iter().zip(inputs) {
+            let d = rec.alloc(&t.shape, &format!("input {:?}", input.name))?;
+            write_input(self.gpu.queue(), &d, t);
+            ins.push(d.clone());
             values[input.slot] = Some(d);
         }
         for step in &self.steps {
             let node = &model.nodes[step.node];
             let out = self
-                .exec(&mut rec, model, step, &values, &shapes)
+                .exec(rec, model, step, &values, shapes)
                 .map_err(|e| match e {
                     Error::Model(m) if !m.starts_with("node ") => model_error(&node.describe(), m),
                     e => e,
@@ -726,11 +781,10 @@ impl GpuModel {
             .iter()
             .map(|(_, s)| values[*s].clone().expect("graph outputs are computed"))
             .collect();
-        let result = rec.read(&outs)?;
         for v in values.into_iter().flatten() {
             rec.release(v);
         }
-        Ok(result)
+        Ok((ins, outs))
     }
 
     fn exec(
@@ -1673,6 +1727,153 @@ fn pieces_of(l: &Layout, planes: Range<usize>) -> Vec<(usize, usize, usize, usiz
     out
 }
 
+/// Write `t`'s values to the chunks of `d`.
+fn write_input(queue: &wgpu::Queue, d: &DevTensor, t: &Tensor) {
+    let chunk = d.layout.chunk_elems();
+    for (i, b) in d.bufs.iter().enumerate() {
+        let part = &t.data[(i * chunk).min(t.data.len())..((i + 1) * chunk).min(t.data.len())];
+        if !part.is_empty() {
+            queue.write_buffer(b, 0, &words(part));
+        }
+    }
+}
+
+type PlanKey = (Vec<Vec<usize>>, usize);
+
+/// A recorded command: a dispatch with its bind group (parameters already in a uniform
+/// arena), or a copy between buffers.
+enum Cmd {
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_at: u64,
+        dst: wgpu::Buffer,
+        dst_at: u64,
+        bytes: u64,
+    },
+}
+
+/// A whole run at one set of input shapes, recorded once: its commands (bind groups
+/// made and parameters uploaded), its input and output tensors, and every buffer the
+/// commands touch (owned by the plan alone, so a replay races with nothing but itself,
+/// and the plan's mutex serializes those).
+struct Plan {
+    cmds: Vec<Cmd>,
+    inputs: Vec<DevTensor>,
+    outputs: Vec<DevTensor>,
+    staging: wgpu::Buffer,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+impl Plan {
+    /// Write `inputs`, record the commands into one encoder, submit once and read the
+    /// outputs back.
+    fn replay(&self, gm: &GpuModel, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let (device, queue) = (gm.gpu.device(), gm.gpu.queue());
+        for (d, t) in self.inputs.iter().zip(inputs) {
+            write_input(queue, d, t);
+        }
+        let mut encoder =
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        for cmd in &self.cmds {
+            match cmd {
+                Cmd::Dispatch {
+                    pipeline,
+                    bind,
+                    groups,
+                } => {
+                    let pass = pass.get_or_insert_with(|| {
+                        encoder
+                            .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                            .forget_lifetime()
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind, &[]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                }
+                Cmd::Copy {
+                    src,
+                    src_at,
+                    dst,
+                    dst_at,
+                    bytes,
+                } => {
+                    pass = None;
+                    encoder.copy_buffer_to_buffer(src, *src_at, dst, *dst_at, *bytes);
+                }
+            }
+        }
+        drop(pass);
+        copy_out(&mut encoder, &self.outputs, &self.staging);
+        queue.submit([encoder.finish()]);
+        map_back(device, &self.staging, &self.outputs)
+    }
+}
+
+/// Encode the copies of `ts` (in order) into `staging`.
+fn copy_out(encoder: &mut wgpu::CommandEncoder, ts: &[DevTensor], staging: &wgpu::Buffer) {
+    let mut at = 0u64;
+    for t in ts {
+        for (i, b) in t.bufs.iter().enumerate() {
+            let bytes = (t.layout.range(i).len() * t.layout.plane * 4) as u64;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(b, 0, staging, at, bytes);
+            }
+            at += bytes;
+        }
+    }
+}
+
+/// A readback buffer for `ts`.
+fn staging_for(device: &wgpu::Device, ts: &[DevTensor]) -> wgpu::Buffer {
+    let total: usize = ts.iter().map(DevTensor::len).sum();
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: (total * 4).max(4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Map `staging` (its copies submitted), read `ts`' values from it and unmap it.
+fn map_back(
+    device: &wgpu::Device,
+    staging: &wgpu::Buffer,
+    ts: &[DevTensor],
+) -> Result<Vec<Tensor>> {
+    let total: usize = ts.iter().map(DevTensor::len).sum();
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    let device_error = |e: &dyn std::fmt::Display| Error::Device(e.to_string());
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| device_error(&e))?;
+    rx.recv()
+        .map_err(|e| device_error(&e))?
+        .map_err(|e| device_error(&e))?;
+    let out = {
+        let view = staging.get_mapped_range(..).map_err(|e| device_error(&e))?;
+        let mut values = view[..total * 4]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        ts.iter()
+            .map(|t| Tensor {
+                shape: t.shape.clone(),
+                data: values.by_ref().take(t.len()).collect(),
+            })
+            .collect()
+    };
+    staging.unmap();
+    Ok(out)
+}
+
 /// One run's command recording: dispatches and copies into a command encoder, submitted
 /// every [`SUBMIT_EVERY`] dispatches and before the readback.
 struct Rec<'a> {
@@ -1696,11 +1897,17 @@ struct Rec<'a> {
     /// The buffer sizes this run asked for: the pool keeps only those (a model run at
     /// many input shapes does not hoard buffers of each).
     sizes: std::collections::HashSet<u64>,
+    /// Recording a [`Plan`]: the commands (nothing is encoded or submitted, and no buffer
+    /// comes from or goes back to the model's pool or arenas).
+    plan: Option<Vec<Cmd>>,
 }
 
 impl Drop for Rec<'_> {
     fn drop(&mut self) {
         self.pass = None;
+        if self.plan.is_some() {
+            return;
+        }
         self.gm
             .arenas
             .lock()
@@ -1720,8 +1927,12 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl<'a> Rec<'a> {
-    fn new(gm: &'a GpuModel) -> Rec<'a> {
-        let pool = std::mem::take(&mut *gm.pool.lock().expect("pool"));
+    fn new(gm: &'a GpuModel, plan: bool) -> Rec<'a> {
+        let pool = if plan {
+            HashMap::new()
+        } else {
+            std::mem::take(&mut *gm.pool.lock().expect("pool"))
+        };
         let align = gm
             .gpu
             .device()
@@ -1740,6 +1951,24 @@ impl<'a> Rec<'a> {
             align,
             pool,
             sizes: Default::default(),
+            plan: plan.then(Vec::new),
+        }
+    }
+
+    /// The recorded plan (a [`Rec`] made for one) of a run with these inputs and
+    /// outputs: its parameters uploaded, its buffers its own.
+    fn into_plan(mut self, inputs: Vec<DevTensor>, outputs: Vec<DevTensor>) -> Plan {
+        self.upload_params();
+        let mut keep: Vec<wgpu::Buffer> = self.full.drain(..).chain(self.arena.take()).collect();
+        for (_, bufs) in self.pool.drain() {
+            keep.extend(bufs);
+        }
+        Plan {
+            cmds: self.plan.take().expect("recording a plan"),
+            staging: staging_for(self.device(), &outputs),
+            inputs,
+            outputs,
+            _keep: keep,
         }
     }
 
@@ -1792,7 +2021,11 @@ impl<'a> Rec<'a> {
             if let Some(full) = self.arena.take() {
                 self.full.push(full);
             }
-            let reused = self.gm.arenas.lock().expect("arenas").pop();
+            let reused = if self.plan.is_some() {
+                None
+            } else {
+                self.gm.arenas.lock().expect("arenas").pop()
+            };
             self.arena = Some(reused.unwrap_or_else(|| {
                 self.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some("params"),
@@ -1815,6 +2048,9 @@ impl<'a> Rec<'a> {
     fn submit(&mut self) {
         self.pass = None;
         self.upload_params();
+        if self.plan.is_some() {
+            return;
+        }
         if let Some(e) = self.encoder.take() {
             self.gm.gpu.queue().submit([e.finish()]);
         }
@@ -1902,6 +2138,14 @@ impl<'a> Rec<'a> {
             layout: &kernel.layout,
             entries: &entries,
         });
+        if let Some(cmds) = &mut self.plan {
+            cmds.push(Cmd::Dispatch {
+                pipeline: kernel.pipeline.clone(),
+                bind,
+                groups,
+            });
+            return;
+        }
         let pass = self.pass();
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind, &[]);
@@ -1921,6 +2165,19 @@ impl<'a> Rec<'a> {
             let (di, dof) = (d / dc, d % dc);
             let n = left.min(sc - so).min(dc - dof);
             let (sb, db) = (src.bufs[si].clone(), dst.bufs[di].clone());
+            if let Some(cmds) = &mut self.plan {
+                cmds.push(Cmd::Copy {
+                    src: (*sb).clone(),
+                    src_at: (so * 4) as u64,
+                    dst: (*db).clone(),
+                    dst_at: (dof * 4) as u64,
+                    bytes: (n * 4) as u64,
+                });
+                s += n;
+                d += n;
+                left -= n;
+                continue;
+            }
             self.encoder().copy_buffer_to_buffer(
                 &sb,
                 (so * 4) as u64,
@@ -1989,51 +2246,10 @@ impl<'a> Rec<'a> {
 
     /// Read the tensors back (submitting what is recorded).
     fn read(&mut self, ts: &[DevTensor]) -> Result<Vec<Tensor>> {
-        let total: usize = ts.iter().map(DevTensor::len).sum();
-        let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: (total * 4).max(4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut at = 0u64;
-        for t in ts {
-            for (i, b) in t.bufs.iter().enumerate() {
-                let bytes = (t.layout.range(i).len() * t.layout.plane * 4) as u64;
-                if bytes > 0 {
-                    let b = b.clone();
-                    self.encoder()
-                        .copy_buffer_to_buffer(&b, 0, &staging, at, bytes);
-                }
-                at += bytes;
-            }
-        }
+        let staging = staging_for(self.device(), ts);
+        copy_out(self.encoder(), ts, &staging);
         self.submit();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        let device_error = |e: &dyn std::fmt::Display| Error::Device(e.to_string());
-        self.device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| device_error(&e))?;
-        rx.recv()
-            .map_err(|e| device_error(&e))?
-            .map_err(|e| device_error(&e))?;
-        let view = staging.get_mapped_range(..).map_err(|e| device_error(&e))?;
-        let mut values = view[..total * 4]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        let out = ts
-            .iter()
-            .map(|t| Tensor {
-                shape: t.shape.clone(),
-                data: values.by_ref().take(t.len()).collect(),
-            })
-            .collect();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        map_back(self.device(), &staging, ts)
     }
 }
 
