@@ -123,12 +123,19 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
         loadn +=
             &format!("            rb{r} = load_b(kb + TK, {r}u, bk, n_ok, z0, y0, x0, kpass);\n");
     }
-    let mut loads = String::new();
-    for i in 0..rm / 4 {
-        loads += &format!("            let a{i} = As[kk * (TM / 4u) + ty * (RM / 4u) + {i}u];\n");
-    }
-    for j in 0..rn4 {
-        loads += &format!("            let b{j} = Bs[kk * (TN / 4u) + tx * (RN / 4u) + {j}u];\n");
+    // The K step unrolled (TK = 16 rows): each row's vec4 loads at a constant offset
+    // from the thread's bases `ab`, `bb`, then its products.
+    let mut steps = String::new();
+    for kk in 0..16 {
+        steps += "        {\n";
+        for i in 0..rm / 4 {
+            steps += &format!("            let a{i} = As[ab + {}u];\n", kk * tm / 4 + i);
+        }
+        for j in 0..rn4 {
+            steps += &format!("            let b{j} = Bs[bb + {}u];\n", kk * tn / 4 + j);
+        }
+        steps += &inner;
+        steps += "        }\n";
     }
     include_str!("shaders/conv.wgsl")
         .replace("@TMu", &format!("{tm}u"))
@@ -141,7 +148,7 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
         .replace("//@LOAD0\n", &load0)
         .replace("//@SHARED\n", &shared)
         .replace("//@LOADN\n", &loadn)
-        .replace("//@INNER\n", &(loads + &inner))
+        .replace("//@INNER\n", &steps)
         .replace("//@STORE\n", &store)
 }
 
@@ -169,11 +176,40 @@ struct Kernels {
 
 impl Kernels {
     fn new(device: &wgpu::Device) -> Kernels {
-        let pipeline = |name: &str, source: &str| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let compile = |name: &str, source: &str, trusted: bool| {
+            let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(name),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+            };
+            let module = if trusted {
+                // SAFETY: only the convolution's variants come here (`conv_source`), and
+                // what the unchecked module drops is safe for them:
+                // - Workgroup memory: every `As`/`Bs` index is in bounds by construction.
+                //   A thread stores rows `ak + 256 / TM * r` (`ak < 256 / TM`, `r < 16 *
+                //   TM / 256`, so below TK = 16) at column `am < TM` (likewise for B),
+                //   and reads `ab + kk * TM / 4 + i` with `ab + i < TM / 4` (`ty < TM /
+                //   RM`, `i < RM / 4`) and `kk < 16`: all below `16 * TM / 4`, the
+                //   array's length (likewise `Bs`).
+                // - Storage buffers: every load and store is guarded in the shader (K
+                //   rows below the pass's `kpass`, output channels below `mcount`, GEMM
+                //   columns below `nq`, input voxels inside the volume) and the host
+                //   (`GpuModel::conv`) sets the offsets so that the guarded ranges lie in
+                //   the bound buffers: weight rows `w_k0 .. w_k0 + kpass` of `wt`, table
+                //   rows `k0 .. k0 + kpass` of `ktab`, input planes `in_off + channel`
+                //   within the chunk bound as `x`, output planes `out_off .. out_off +
+                //   mcount` of the output chunk (or `slices * mcount * nq` values of the
+                //   split-K scratch). Drivers with robust buffer access still check them.
+                // - Loops: every loop of the shader is bounded (the K loop steps `kb` by
+                //   TK up to `kpass`; the store loops run 4 times), so dropping the
+                //   injected loop bounds lets the driver unroll without changing what
+                //   runs.
+                unsafe {
+                    device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            } else {
+                device.create_shader_module(desc)
+            };
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(name),
                 layout: None,
@@ -185,15 +221,17 @@ impl Kernels {
             let layout = pipeline.get_bind_group_layout(0);
             Kernel { pipeline, layout }
         };
+        let pipeline = |name: &str, source: &str| compile(name, source, false);
         Kernels {
             conv: CONV_TILES
                 .iter()
                 .map(|&(tm, tn, rm, rn)| {
                     let shared = (16 * (tm + tn) * 4) as u32;
                     (shared <= device.limits().max_compute_workgroup_storage_size).then(|| {
-                        pipeline(
+                        compile(
                             &format!("model conv {tm}x{tn}"),
                             &conv_source(tm, tn, rm, rn),
+                            true,
                         )
                     })
                 })
