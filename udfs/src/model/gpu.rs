@@ -8,8 +8,9 @@
 //!   following Relu, LeakyRelu or Sigmoid fused into the convolution's or the Add's
 //!   epilogue). A run uploads the inputs, records every node into one command stream
 //!   (activations stay on the device; no readback between nodes), frees each activation
-//!   after its last reader into a pool of buffers that later nodes and runs reuse, and
-//!   reads back only the graph outputs.
+//!   after its last reader into a pool of buffers that later nodes reuse, and reads back
+//!   only the graph outputs. The first run at a set of input shapes records a plan that
+//!   later runs at those shapes replay (see the performance notes).
 //! - **Chunks.** An activation is a list of buffers, each a whole number of channel
 //!   planes ((n, c) pairs in order; a plane is the product of the axes after the second)
 //!   and at most [`Gpu::max_binding`] bytes. Convolutions loop over the input chunks of
@@ -21,20 +22,44 @@
 //!   plane larger than one binding, or an operand that must be whole and is not, is an
 //!   [`Error::Model`] naming the node.
 //! - **Kernels.** Conv is an implicit GEMM (`shaders/conv.wgsl`, a template: 64 x 64,
-//!   128 x 128, 16 x 256 or 256 x 16 output tiles per workgroup of 256 threads by shape,
-//!   4 x 4 or 8 x 8 per thread, K in steps of 16 through workgroup memory with the next
+//!   128 x 128, 16 x 256, 256 x 16 or 64 x 256 output tiles per workgroup of 256 threads
+//!   by shape, 4 x 4 or 8 x 8 per thread, K in steps of 16 through workgroup memory with the next
 //!   step's loads in flight, the im2col rows gathered from the input through a per-node
 //!   table of kernel offsets, K split over workgroups when there are few output tiles).
 //!   ConvTranspose is the same GEMM once per output phase (the residues of the output
 //!   coordinates modulo the strides): the taps that land on a phase make an ordinary
 //!   convolution over the input, so no product is wasted on the zeros a transposed
-//!   convolution would scatter. Gemm and MatMul are a 16 x 16 tiled GEMM; InstanceNormalization computes statistics per group of channel planes
-//!   (one plane here: a GroupNormalization is the same kernel with more).
+//!   convolution would scatter. Gemm and MatMul are a 16 x 16 tiled GEMM;
+//!   InstanceNormalization computes statistics per group of channel planes (one plane
+//!   here: a GroupNormalization is the same kernel with more).
 //! - **Limits.** Resize only resizes the axes after the second on the GPU (batch and
 //!   channel scales must be 1); tensors of more than 8 dimensions are not broadcast;
 //!   weights must each fit the device's own largest binding; a kernel tap lies at most
 //!   511 voxels from its window's start (dilation); index arithmetic is 32-bit (a chunk
 //!   is at most 4 GiB anyway).
+//!
+//! **GPU performance notes.** A 3-D ResNet-18 at 64³ is about 60 dispatches of well
+//! under a millisecond of device work in all, so the host's cost per dispatch counts:
+//! recording each run afresh made a bind group and wrote parameters per dispatch and
+//! submitted every [`SUBMIT_EVERY`] dispatches. Now the first run at a set of input
+//! shapes (and forced tiles) records a [`Plan`]: the dispatches with their bind groups
+//! made and parameters uploaded, the copies, and every buffer they touch, owned by the
+//! plan (buffers are handed out deterministically for given shapes, so the recording is
+//! valid for every later run at those shapes). A later run writes its inputs, encodes
+//! the plan into one command buffer, submits once and reads back; the plan's mutex
+//! serializes its replays, and a run that finds it busy records afresh with pooled
+//! buffers of its own, as before (so concurrent runs stay concurrent). The latest
+//! [`MAX_PLANS`] plans are kept per model. In the convolution, the 16 rows of a K step
+//! are unrolled with constant offsets from per-thread bases into the workgroup tiles
+//! (vec4 loads), the padding test is one unsigned compare per axis, and the kernel is
+//! compiled without wgpu's injected checks (index clamps on the tiles, loop bounds that
+//! keep a driver from unrolling; see the SAFETY argument in `Kernels::new`; drivers with
+//! robust buffer access still check storage accesses). The 8 x 8-per-thread tiles (128 x
+//! 128 for many channels, counting the workgroups a split of K makes; 64 x 256 for 33
+//! to 64 channels over many voxels) do twice the products per workgroup-memory load of
+//! the 4 x 4 ones and a quarter the input gathers per product; a dispatch of fewer than
+//! about [`CONV_WORKGROUPS`] workgroups (sized for an H100's 132 multiprocessors) splits
+//! K.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -64,23 +89,29 @@ const ARENA_BYTES: u64 = 1024 * 256;
 
 /// The implicit-GEMM convolution's variants: output tile (channels x voxels) per
 /// workgroup of 256 threads and block per thread, (TM, TN, RM, RN).
-const CONV_TILES: [(usize, usize, usize, usize); 4] = [
+const CONV_TILES: [(usize, usize, usize, usize); 5] = [
     (64, 64, 4, 4),
     (128, 128, 8, 8),
     (16, 256, 4, 4),
     (256, 16, 4, 4),
+    (64, 256, 8, 8),
 ];
 
 /// The variant of [`CONV_TILES`] for `mcount` output channels of `np` voxels: narrow
-/// tiles where one side is small, large ones where there are enough of them to fill a
-/// large GPU.
-fn conv_variant(mcount: usize, np: usize) -> usize {
+/// tiles where one side is small, large ones (8 x 8 per thread: half the workgroup-memory
+/// loads and far fewer gathers per product than 4 x 4) where there are enough of them to
+/// fill a large GPU: 128 x 128 for many channels (counting the workgroups a split of its
+/// `k` rows of K makes, at least 256 rows a slice), 64 x 256 for 33 to 64 channels (the
+/// stem and first stage of a ResNet, most of its work at large volumes).
+fn conv_variant(mcount: usize, np: usize, k: usize) -> usize {
     if mcount <= 16 {
         2
     } else if np <= 16 {
         3
-    } else if mcount >= 128 && mcount.div_ceil(128) * np.div_ceil(128) >= 256 {
+    } else if mcount >= 128 && mcount.div_ceil(128) * np.div_ceil(128) * (k / 256).max(1) >= 256 {
         1
+    } else if mcount > 32 && mcount <= 64 && np.div_ceil(256) >= 128 {
+        4
     } else {
         0
     }
@@ -534,7 +565,8 @@ impl GpuModel {
     }
 
     /// For tests: make every convolution use tile variant `variant` (0: 64 x 64, 1:
-    /// 128 x 128, 2: 16 x 256, 3: 256 x 16), or choose by shape again (`None`).
+    /// 128 x 128, 2: 16 x 256, 3: 256 x 16, 4: 64 x 256), or choose by shape again
+    /// (`None`).
     #[doc(hidden)]
     pub fn force_conv_tiles(&self, variant: Option<usize>) {
         let v = variant.map_or(0, |v| v.min(CONV_TILES.len() - 1) + 1);
@@ -1514,7 +1546,7 @@ impl GpuModel {
                     }
                     let kg = cg * phase.taps;
                     let variant = match self.forced_tiles.load(Ordering::Relaxed) {
-                        0 => conv_variant(mcount, nq),
+                        0 => conv_variant(mcount, nq, kg),
                         v => v - 1,
                     };
                     // The 64 x 64 tiles (8 KiB) fit every device.
@@ -1705,8 +1737,9 @@ fn resize_tap(
 }
 
 /// Workgroups a convolution dispatch should have to fill a large GPU (an H100 has 132
-/// multiprocessors): one with fewer output tiles splits K.
-const CONV_WORKGROUPS: usize = 256;
+/// multiprocessors, each holding about four 64 x 64 workgroups at once): one with fewer
+/// output tiles splits K.
+const CONV_WORKGROUPS: usize = 512;
 
 /// The K slices for a convolution pass of `tiles` output tiles over `kpass` rows of K
 /// whose output is `out_bytes`: 1 (no split) where there are tiles enough, else enough

@@ -5,7 +5,7 @@
 // workgroup of 256 threads computes a TM x TN output tile, RM x RN per thread (register
 // blocking), from tiles in workgroup memory, K in steps of TK. This is a template:
 // `GpuModel` fills in the tile sizes and the unrolled per-thread blocks (`//@` lines)
-// for each variant (64 x 64, 128 x 128, 16 x 256, 256 x 16).
+// for each variant (64 x 64, 128 x 128, 16 x 256, 256 x 16, 64 x 256).
 //
 // A pass covers the input channels of one chunk: the first pass adds the bias, later ones
 // add to what the output holds, the last applies the activation (flags bits 0, 1; the
