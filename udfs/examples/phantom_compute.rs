@@ -38,7 +38,7 @@ fn main() {
         spec.slices = n.parse().unwrap();
     }
     let t = Instant::now();
-    let volume = generate_spec(spec.clone()).to_volume();
+    let volume = generate_spec(spec).to_volume();
     eprintln!(
         "phantom seed {seed}: {:?} voxels, spacing {:?} mm, generated in {:.1} s",
         volume.dims,

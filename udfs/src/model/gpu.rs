@@ -433,7 +433,7 @@ pub struct GpuModel {
     uploaded_bytes: AtomicUsize,
     runs: AtomicUsize,
     /// Recorded runs by (input shapes, forced tiles), oldest first.
-    plans: Mutex<Vec<(PlanKey, Arc<Mutex<Option<Plan>>>)>>,
+    plans: Mutex<Vec<(PlanKey, PlanSlot)>>,
     /// A [`CONV_TILES`] variant every convolution uses, plus one (0: chosen by shape).
     forced_tiles: AtomicUsize,
 }
@@ -1810,6 +1810,9 @@ fn write_input(queue: &wgpu::Queue, d: &DevTensor, t: &Tensor) {
 }
 
 type PlanKey = (Vec<Vec<usize>>, usize);
+
+/// A plan's place: empty until its first run records it.
+type PlanSlot = Arc<Mutex<Option<Plan>>>;
 
 /// A recorded command: a dispatch with its bind group (parameters already in a uniform
 /// arena), or a copy between buffers.
