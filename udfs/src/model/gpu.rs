@@ -432,7 +432,7 @@ pub struct GpuModel {
     uploads: AtomicUsize,
     uploaded_bytes: AtomicUsize,
     runs: AtomicUsize,
-    /// Recorded runs by (input shapes, forced tiles), oldest first.
+    /// Recorded runs by (input shapes, forced tiles), least recently used first.
     plans: Mutex<Vec<(PlanKey, PlanSlot)>>,
     /// A [`CONV_TILES`] variant every convolution uses, plus one (0: chosen by shape).
     forced_tiles: AtomicUsize,
@@ -777,7 +777,13 @@ impl GpuModel {
         let slot = {
             let mut plans = self.plans.lock().expect("plans");
             match plans.iter().position(|(k, _)| *k == key) {
-                Some(i) => plans[i].1.clone(),
+                Some(i) => {
+                    // The most recently used last: the oldest go first.
+                    let entry = plans.remove(i);
+                    let slot = entry.1.clone();
+                    plans.push(entry);
+                    slot
+                }
                 None => {
                     if plans.len() >= MAX_PLANS {
                         plans.remove(0);
