@@ -8,8 +8,9 @@
 //!   following Relu, LeakyRelu or Sigmoid fused into the convolution's or the Add's
 //!   epilogue). A run uploads the inputs, records every node into one command stream
 //!   (activations stay on the device; no readback between nodes), frees each activation
-//!   after its last reader into a pool of buffers that later nodes and runs reuse, and
-//!   reads back only the graph outputs.
+//!   after its last reader into a pool of buffers that later nodes reuse, and reads back
+//!   only the graph outputs. The first run at a set of input shapes records a plan that
+//!   later runs at those shapes replay (see the performance notes).
 //! - **Chunks.** An activation is a list of buffers, each a whole number of channel
 //!   planes ((n, c) pairs in order; a plane is the product of the axes after the second)
 //!   and at most [`Gpu::max_binding`] bytes. Convolutions loop over the input chunks of
@@ -21,20 +22,44 @@
 //!   plane larger than one binding, or an operand that must be whole and is not, is an
 //!   [`Error::Model`] naming the node.
 //! - **Kernels.** Conv is an implicit GEMM (`shaders/conv.wgsl`, a template: 64 x 64,
-//!   128 x 128, 16 x 256 or 256 x 16 output tiles per workgroup of 256 threads by shape,
-//!   4 x 4 or 8 x 8 per thread, K in steps of 16 through workgroup memory with the next
+//!   128 x 128, 16 x 256, 256 x 16 or 64 x 256 output tiles per workgroup of 256 threads
+//!   by shape, 4 x 4 or 8 x 8 per thread, K in steps of 16 through workgroup memory with the next
 //!   step's loads in flight, the im2col rows gathered from the input through a per-node
 //!   table of kernel offsets, K split over workgroups when there are few output tiles).
 //!   ConvTranspose is the same GEMM once per output phase (the residues of the output
 //!   coordinates modulo the strides): the taps that land on a phase make an ordinary
 //!   convolution over the input, so no product is wasted on the zeros a transposed
-//!   convolution would scatter. Gemm and MatMul are a 16 x 16 tiled GEMM; InstanceNormalization computes statistics per group of channel planes
-//!   (one plane here: a GroupNormalization is the same kernel with more).
+//!   convolution would scatter. Gemm and MatMul are a 16 x 16 tiled GEMM;
+//!   InstanceNormalization computes statistics per group of channel planes (one plane
+//!   here: a GroupNormalization is the same kernel with more).
 //! - **Limits.** Resize only resizes the axes after the second on the GPU (batch and
 //!   channel scales must be 1); tensors of more than 8 dimensions are not broadcast;
 //!   weights must each fit the device's own largest binding; a kernel tap lies at most
 //!   511 voxels from its window's start (dilation); index arithmetic is 32-bit (a chunk
 //!   is at most 4 GiB anyway).
+//!
+//! **GPU performance notes.** A 3-D ResNet-18 at 64³ is about 60 dispatches of well
+//! under a millisecond of device work in all, so the host's cost per dispatch counts:
+//! recording each run afresh made a bind group and wrote parameters per dispatch and
+//! submitted every [`SUBMIT_EVERY`] dispatches. Now the first run at a set of input
+//! shapes (and forced tiles) records a [`Plan`]: the dispatches with their bind groups
+//! made and parameters uploaded, the copies, and every buffer they touch, owned by the
+//! plan (buffers are handed out deterministically for given shapes, so the recording is
+//! valid for every later run at those shapes). A later run writes its inputs, encodes
+//! the plan into one command buffer, submits once and reads back; the plan's mutex
+//! serializes its replays, and a run that finds it busy records afresh with pooled
+//! buffers of its own, as before (so concurrent runs stay concurrent). The latest
+//! [`MAX_PLANS`] plans are kept per model. In the convolution, the 16 rows of a K step
+//! are unrolled with constant offsets from per-thread bases into the workgroup tiles
+//! (vec4 loads), the padding test is one unsigned compare per axis, and the kernel is
+//! compiled without wgpu's injected checks (index clamps on the tiles, loop bounds that
+//! keep a driver from unrolling; see the SAFETY argument in `Kernels::new`; drivers with
+//! robust buffer access still check storage accesses). The 8 x 8-per-thread tiles (128 x
+//! 128 for many channels, counting the workgroups a split of K makes; 64 x 256 for 33
+//! to 64 channels over many voxels) do twice the products per workgroup-memory load of
+//! the 4 x 4 ones and a quarter the input gathers per product; a dispatch of fewer than
+//! about [`CONV_WORKGROUPS`] workgroups (sized for an H100's 132 multiprocessors) splits
+//! K.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -55,28 +80,38 @@ const MAX_GROUPS: u32 = 65_535;
 /// device starts while the rest is recorded).
 const SUBMIT_EVERY: usize = 24;
 
+/// Input shapes (per model) whose recorded plans are kept: a plan holds every buffer of
+/// its run, so a model run at many shapes keeps only the latest few.
+const MAX_PLANS: usize = 4;
+
 /// Bytes of one uniform arena: the parameters of this many dispatches at 256 bytes each.
 const ARENA_BYTES: u64 = 1024 * 256;
 
 /// The implicit-GEMM convolution's variants: output tile (channels x voxels) per
 /// workgroup of 256 threads and block per thread, (TM, TN, RM, RN).
-const CONV_TILES: [(usize, usize, usize, usize); 4] = [
+const CONV_TILES: [(usize, usize, usize, usize); 5] = [
     (64, 64, 4, 4),
     (128, 128, 8, 8),
     (16, 256, 4, 4),
     (256, 16, 4, 4),
+    (64, 256, 8, 8),
 ];
 
 /// The variant of [`CONV_TILES`] for `mcount` output channels of `np` voxels: narrow
-/// tiles where one side is small, large ones where there are enough of them to fill a
-/// large GPU.
-fn conv_variant(mcount: usize, np: usize) -> usize {
+/// tiles where one side is small, large ones (8 x 8 per thread: half the workgroup-memory
+/// loads and far fewer gathers per product than 4 x 4) where there are enough of them to
+/// fill a large GPU: 128 x 128 for many channels (counting the workgroups a split of its
+/// `k` rows of K makes, at least 256 rows a slice), 64 x 256 for 33 to 64 channels (the
+/// stem and first stage of a ResNet, most of its work at large volumes).
+fn conv_variant(mcount: usize, np: usize, k: usize) -> usize {
     if mcount <= 16 {
         2
     } else if np <= 16 {
         3
-    } else if mcount >= 128 && mcount.div_ceil(128) * np.div_ceil(128) >= 256 {
+    } else if mcount >= 128 && mcount.div_ceil(128) * np.div_ceil(128) * (k / 256).max(1) >= 256 {
         1
+    } else if mcount > 32 && mcount <= 64 && np.div_ceil(256) >= 128 {
+        4
     } else {
         0
     }
@@ -119,12 +154,19 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
         loadn +=
             &format!("            rb{r} = load_b(kb + TK, {r}u, bk, n_ok, z0, y0, x0, kpass);\n");
     }
-    let mut loads = String::new();
-    for i in 0..rm / 4 {
-        loads += &format!("            let a{i} = As[kk * (TM / 4u) + ty * (RM / 4u) + {i}u];\n");
-    }
-    for j in 0..rn4 {
-        loads += &format!("            let b{j} = Bs[kk * (TN / 4u) + tx * (RN / 4u) + {j}u];\n");
+    // The K step unrolled (TK = 16 rows): each row's vec4 loads at a constant offset
+    // from the thread's bases `ab`, `bb`, then its products.
+    let mut steps = String::new();
+    for kk in 0..16 {
+        steps += "        {\n";
+        for i in 0..rm / 4 {
+            steps += &format!("            let a{i} = As[ab + {}u];\n", kk * tm / 4 + i);
+        }
+        for j in 0..rn4 {
+            steps += &format!("            let b{j} = Bs[bb + {}u];\n", kk * tn / 4 + j);
+        }
+        steps += &inner;
+        steps += "        }\n";
     }
     include_str!("shaders/conv.wgsl")
         .replace("@TMu", &format!("{tm}u"))
@@ -137,7 +179,7 @@ fn conv_source(tm: usize, tn: usize, rm: usize, rn: usize) -> String {
         .replace("//@LOAD0\n", &load0)
         .replace("//@SHARED\n", &shared)
         .replace("//@LOADN\n", &loadn)
-        .replace("//@INNER\n", &(loads + &inner))
+        .replace("//@INNER\n", &steps)
         .replace("//@STORE\n", &store)
 }
 
@@ -165,11 +207,40 @@ struct Kernels {
 
 impl Kernels {
     fn new(device: &wgpu::Device) -> Kernels {
-        let pipeline = |name: &str, source: &str| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let compile = |name: &str, source: &str, trusted: bool| {
+            let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(name),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+            };
+            let module = if trusted {
+                // SAFETY: only the convolution's variants come here (`conv_source`), and
+                // what the unchecked module drops is safe for them:
+                // - Workgroup memory: every `As`/`Bs` index is in bounds by construction.
+                //   A thread stores rows `ak + 256 / TM * r` (`ak < 256 / TM`, `r < 16 *
+                //   TM / 256`, so below TK = 16) at column `am < TM` (likewise for B),
+                //   and reads `ab + kk * TM / 4 + i` with `ab + i < TM / 4` (`ty < TM /
+                //   RM`, `i < RM / 4`) and `kk < 16`: all below `16 * TM / 4`, the
+                //   array's length (likewise `Bs`).
+                // - Storage buffers: every load and store is guarded in the shader (K
+                //   rows below the pass's `kpass`, output channels below `mcount`, GEMM
+                //   columns below `nq`, input voxels inside the volume) and the host
+                //   (`GpuModel::conv`) sets the offsets so that the guarded ranges lie in
+                //   the bound buffers: weight rows `w_k0 .. w_k0 + kpass` of `wt`, table
+                //   rows `k0 .. k0 + kpass` of `ktab`, input planes `in_off + channel`
+                //   within the chunk bound as `x`, output planes `out_off .. out_off +
+                //   mcount` of the output chunk (or `slices * mcount * nq` values of the
+                //   split-K scratch). Drivers with robust buffer access still check them.
+                // - Loops: every loop of the shader is bounded (the K loop steps `kb` by
+                //   TK up to `kpass`; the store loops run 4 times), so dropping the
+                //   injected loop bounds lets the driver unroll without changing what
+                //   runs.
+                unsafe {
+                    device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            } else {
+                device.create_shader_module(desc)
+            };
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(name),
                 layout: None,
@@ -181,15 +252,17 @@ impl Kernels {
             let layout = pipeline.get_bind_group_layout(0);
             Kernel { pipeline, layout }
         };
+        let pipeline = |name: &str, source: &str| compile(name, source, false);
         Kernels {
             conv: CONV_TILES
                 .iter()
                 .map(|&(tm, tn, rm, rn)| {
                     let shared = (16 * (tm + tn) * 4) as u32;
                     (shared <= device.limits().max_compute_workgroup_storage_size).then(|| {
-                        pipeline(
+                        compile(
                             &format!("model conv {tm}x{tn}"),
                             &conv_source(tm, tn, rm, rn),
+                            true,
                         )
                     })
                 })
@@ -359,6 +432,8 @@ pub struct GpuModel {
     uploads: AtomicUsize,
     uploaded_bytes: AtomicUsize,
     runs: AtomicUsize,
+    /// Recorded runs by (input shapes, forced tiles), least recently used first.
+    plans: Mutex<Vec<(PlanKey, PlanSlot)>>,
     /// A [`CONV_TILES`] variant every convolution uses, plus one (0: chosen by shape).
     forced_tiles: AtomicUsize,
 }
@@ -404,6 +479,7 @@ impl GpuModel {
             uploads: AtomicUsize::new(0),
             uploaded_bytes: AtomicUsize::new(0),
             runs: AtomicUsize::new(0),
+            plans: Mutex::new(Vec::new()),
             forced_tiles: AtomicUsize::new(0),
         };
         // How many nodes read each value (a value read twice by one node counts twice).
@@ -489,7 +565,8 @@ impl GpuModel {
     }
 
     /// For tests: make every convolution use tile variant `variant` (0: 64 x 64, 1:
-    /// 128 x 128, 2: 16 x 256, 3: 256 x 16), or choose by shape again (`None`).
+    /// 128 x 128, 2: 16 x 256, 3: 256 x 16, 4: 64 x 256), or choose by shape again
+    /// (`None`).
     #[doc(hidden)]
     pub fn force_conv_tiles(&self, variant: Option<usize>) {
         let v = variant.map_or(0, |v| v.min(CONV_TILES.len() - 1) + 1);
@@ -679,13 +756,13 @@ impl GpuModel {
         })
     }
 
-    /// Run `model` (the one this was built from) on the device.
+    /// Run `model` (the one this was built from) on the device: through the cached plan
+    /// of the input shapes (built on the first run at those shapes), or, while another
+    /// run holds that plan, recorded afresh with buffers of its own.
     pub(super) fn run(&self, model: &Model, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let shapes = model.plan(&inputs.iter().map(|t| t.shape.clone()).collect::<Vec<_>>())?;
-        self.runs.fetch_add(1, Ordering::Relaxed);
-        let mut rec = Rec::new(self);
-        let mut values: Vec<Option<DevTensor>> = vec![None; model.value_names.len()];
-        for (input, t) in model.inputs.iter().zip(inputs) {
+        let in_shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let shapes = model.plan(&in_shapes)?;
+        for (input, t) in model.inputs.iter().zip(&inputs) {
             if t.data.len() != t.shape.iter().product::<usize>() {
                 return Err(Error::Model(format!(
                     "input {:?}: shape {:?} but {} values",
@@ -694,20 +771,74 @@ impl GpuModel {
                     t.data.len()
                 )));
             }
-            let d = rec.alloc(&t.shape, &format!("input {:?}", input.name))?;
-            let chunk = d.layout.chunk_elems();
-            for (i, b) in d.bufs.iter().enumerate() {
-                let part = &t.data[i * chunk..((i + 1) * chunk).min(t.data.len())];
-                if !part.is_empty() {
-                    self.gpu.queue().write_buffer(b, 0, &words(part));
+        }
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let key = (in_shapes, self.forced_tiles.load(Ordering::Relaxed));
+        let slot = {
+            let mut plans = self.plans.lock().expect("plans");
+            match plans.iter().position(|(k, _)| *k == key) {
+                Some(i) => {
+                    // The most recently used last: the oldest go first.
+                    let entry = plans.remove(i);
+                    let slot = entry.1.clone();
+                    plans.push(entry);
+                    slot
+                }
+                None => {
+                    if plans.len() >= MAX_PLANS {
+                        plans.remove(0);
+                    }
+                    let slot = Arc::new(Mutex::new(None));
+                    plans.push((key, slot.clone()));
+                    slot
                 }
             }
+        };
+        let mut guard = match slot.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                let mut g = e.into_inner();
+                *g = None;
+                g
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let mut rec = Rec::new(self, false);
+                let (ins, outs) = self.record(&mut rec, model, &shapes, &inputs)?;
+                for d in ins {
+                    rec.release(d);
+                }
+                return rec.read(&outs);
+            }
+        };
+        if guard.is_none() {
+            let mut rec = Rec::new(self, true);
+            let (ins, outs) = self.record(&mut rec, model, &shapes, &inputs)?;
+            *guard = Some(rec.into_plan(ins, outs));
+        }
+        guard.as_ref().expect("a plan").replay(self, &inputs)
+    }
+
+    /// Record every step of `model` at `shapes` into `rec` (writing the inputs to their
+    /// buffers first): the input and output tensors.
+    fn record(
+        &self,
+        rec: &mut Rec,
+        model: &Model,
+        shapes: &[Vec<usize>],
+        inputs: &[Tensor],
+    ) -> Result<(Vec<DevTensor>, Vec<DevTensor>)> {
+        let mut values: Vec<Option<DevTensor>> = vec![None; model.value_names.len()];
+        let mut ins = Vec::new();
+        for (input, t) in model.inputs.iter().zip(inputs) {
+            let d = rec.alloc(&t.shape, &format!("input {:?}", input.name))?;
+            write_input(self.gpu.queue(), &d, t);
+            ins.push(d.clone());
             values[input.slot] = Some(d);
         }
         for step in &self.steps {
             let node = &model.nodes[step.node];
             let out = self
-                .exec(&mut rec, model, step, &values, &shapes)
+                .exec(rec, model, step, &values, shapes)
                 .map_err(|e| match e {
                     Error::Model(m) if !m.starts_with("node ") => model_error(&node.describe(), m),
                     e => e,
@@ -726,11 +857,10 @@ impl GpuModel {
             .iter()
             .map(|(_, s)| values[*s].clone().expect("graph outputs are computed"))
             .collect();
-        let result = rec.read(&outs)?;
         for v in values.into_iter().flatten() {
             rec.release(v);
         }
-        Ok(result)
+        Ok((ins, outs))
     }
 
     fn exec(
@@ -1422,7 +1552,7 @@ impl GpuModel {
                     }
                     let kg = cg * phase.taps;
                     let variant = match self.forced_tiles.load(Ordering::Relaxed) {
-                        0 => conv_variant(mcount, nq),
+                        0 => conv_variant(mcount, nq, kg),
                         v => v - 1,
                     };
                     // The 64 x 64 tiles (8 KiB) fit every device.
@@ -1613,8 +1743,9 @@ fn resize_tap(
 }
 
 /// Workgroups a convolution dispatch should have to fill a large GPU (an H100 has 132
-/// multiprocessors): one with fewer output tiles splits K.
-const CONV_WORKGROUPS: usize = 256;
+/// multiprocessors, each holding about four 64 x 64 workgroups at once): one with fewer
+/// output tiles splits K.
+const CONV_WORKGROUPS: usize = 512;
 
 /// The K slices for a convolution pass of `tiles` output tiles over `kpass` rows of K
 /// whose output is `out_bytes`: 1 (no split) where there are tiles enough, else enough
@@ -1673,6 +1804,156 @@ fn pieces_of(l: &Layout, planes: Range<usize>) -> Vec<(usize, usize, usize, usiz
     out
 }
 
+/// Write `t`'s values to the chunks of `d`.
+fn write_input(queue: &wgpu::Queue, d: &DevTensor, t: &Tensor) {
+    let chunk = d.layout.chunk_elems();
+    for (i, b) in d.bufs.iter().enumerate() {
+        let part = &t.data[(i * chunk).min(t.data.len())..((i + 1) * chunk).min(t.data.len())];
+        if !part.is_empty() {
+            queue.write_buffer(b, 0, &words(part));
+        }
+    }
+}
+
+type PlanKey = (Vec<Vec<usize>>, usize);
+
+/// A plan's place: empty until its first run records it.
+type PlanSlot = Arc<Mutex<Option<Plan>>>;
+
+/// A recorded command: a dispatch with its bind group (parameters already in a uniform
+/// arena), or a copy between buffers.
+enum Cmd {
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_at: u64,
+        dst: wgpu::Buffer,
+        dst_at: u64,
+        bytes: u64,
+    },
+}
+
+/// A whole run at one set of input shapes, recorded once: its commands (bind groups
+/// made and parameters uploaded), its input and output tensors, and every buffer the
+/// commands touch (owned by the plan alone, so a replay races with nothing but itself,
+/// and the plan's mutex serializes those).
+struct Plan {
+    cmds: Vec<Cmd>,
+    inputs: Vec<DevTensor>,
+    outputs: Vec<DevTensor>,
+    staging: wgpu::Buffer,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+impl Plan {
+    /// Write `inputs`, record the commands into one encoder, submit once and read the
+    /// outputs back.
+    fn replay(&self, gm: &GpuModel, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let (device, queue) = (gm.gpu.device(), gm.gpu.queue());
+        for (d, t) in self.inputs.iter().zip(inputs) {
+            write_input(queue, d, t);
+        }
+        let mut encoder =
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        for cmd in &self.cmds {
+            match cmd {
+                Cmd::Dispatch {
+                    pipeline,
+                    bind,
+                    groups,
+                } => {
+                    let pass = pass.get_or_insert_with(|| {
+                        encoder
+                            .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                            .forget_lifetime()
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind, &[]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                }
+                Cmd::Copy {
+                    src,
+                    src_at,
+                    dst,
+                    dst_at,
+                    bytes,
+                } => {
+                    pass = None;
+                    encoder.copy_buffer_to_buffer(src, *src_at, dst, *dst_at, *bytes);
+                }
+            }
+        }
+        drop(pass);
+        copy_out(&mut encoder, &self.outputs, &self.staging);
+        queue.submit([encoder.finish()]);
+        map_back(device, &self.staging, &self.outputs)
+    }
+}
+
+/// Encode the copies of `ts` (in order) into `staging`.
+fn copy_out(encoder: &mut wgpu::CommandEncoder, ts: &[DevTensor], staging: &wgpu::Buffer) {
+    let mut at = 0u64;
+    for t in ts {
+        for (i, b) in t.bufs.iter().enumerate() {
+            let bytes = (t.layout.range(i).len() * t.layout.plane * 4) as u64;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(b, 0, staging, at, bytes);
+            }
+            at += bytes;
+        }
+    }
+}
+
+/// A readback buffer for `ts`.
+fn staging_for(device: &wgpu::Device, ts: &[DevTensor]) -> wgpu::Buffer {
+    let total: usize = ts.iter().map(DevTensor::len).sum();
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: (total * 4).max(4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Map `staging` (its copies submitted), read `ts`' values from it and unmap it.
+fn map_back(
+    device: &wgpu::Device,
+    staging: &wgpu::Buffer,
+    ts: &[DevTensor],
+) -> Result<Vec<Tensor>> {
+    let total: usize = ts.iter().map(DevTensor::len).sum();
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    let device_error = |e: &dyn std::fmt::Display| Error::Device(e.to_string());
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| device_error(&e))?;
+    rx.recv()
+        .map_err(|e| device_error(&e))?
+        .map_err(|e| device_error(&e))?;
+    let out = {
+        let view = staging.get_mapped_range(..).map_err(|e| device_error(&e))?;
+        let mut values = view[..total * 4]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        ts.iter()
+            .map(|t| Tensor {
+                shape: t.shape.clone(),
+                data: values.by_ref().take(t.len()).collect(),
+            })
+            .collect()
+    };
+    staging.unmap();
+    Ok(out)
+}
+
 /// One run's command recording: dispatches and copies into a command encoder, submitted
 /// every [`SUBMIT_EVERY`] dispatches and before the readback.
 struct Rec<'a> {
@@ -1696,11 +1977,17 @@ struct Rec<'a> {
     /// The buffer sizes this run asked for: the pool keeps only those (a model run at
     /// many input shapes does not hoard buffers of each).
     sizes: std::collections::HashSet<u64>,
+    /// Recording a [`Plan`]: the commands (nothing is encoded or submitted, and no buffer
+    /// comes from or goes back to the model's pool or arenas).
+    plan: Option<Vec<Cmd>>,
 }
 
 impl Drop for Rec<'_> {
     fn drop(&mut self) {
         self.pass = None;
+        if self.plan.is_some() {
+            return;
+        }
         self.gm
             .arenas
             .lock()
@@ -1720,8 +2007,12 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl<'a> Rec<'a> {
-    fn new(gm: &'a GpuModel) -> Rec<'a> {
-        let pool = std::mem::take(&mut *gm.pool.lock().expect("pool"));
+    fn new(gm: &'a GpuModel, plan: bool) -> Rec<'a> {
+        let pool = if plan {
+            HashMap::new()
+        } else {
+            std::mem::take(&mut *gm.pool.lock().expect("pool"))
+        };
         let align = gm
             .gpu
             .device()
@@ -1740,6 +2031,24 @@ impl<'a> Rec<'a> {
             align,
             pool,
             sizes: Default::default(),
+            plan: plan.then(Vec::new),
+        }
+    }
+
+    /// The recorded plan (a [`Rec`] made for one) of a run with these inputs and
+    /// outputs: its parameters uploaded, its buffers its own.
+    fn into_plan(mut self, inputs: Vec<DevTensor>, outputs: Vec<DevTensor>) -> Plan {
+        self.upload_params();
+        let mut keep: Vec<wgpu::Buffer> = self.full.drain(..).chain(self.arena.take()).collect();
+        for (_, bufs) in self.pool.drain() {
+            keep.extend(bufs);
+        }
+        Plan {
+            cmds: self.plan.take().expect("recording a plan"),
+            staging: staging_for(self.device(), &outputs),
+            inputs,
+            outputs,
+            _keep: keep,
         }
     }
 
@@ -1792,7 +2101,11 @@ impl<'a> Rec<'a> {
             if let Some(full) = self.arena.take() {
                 self.full.push(full);
             }
-            let reused = self.gm.arenas.lock().expect("arenas").pop();
+            let reused = if self.plan.is_some() {
+                None
+            } else {
+                self.gm.arenas.lock().expect("arenas").pop()
+            };
             self.arena = Some(reused.unwrap_or_else(|| {
                 self.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some("params"),
@@ -1815,6 +2128,9 @@ impl<'a> Rec<'a> {
     fn submit(&mut self) {
         self.pass = None;
         self.upload_params();
+        if self.plan.is_some() {
+            return;
+        }
         if let Some(e) = self.encoder.take() {
             self.gm.gpu.queue().submit([e.finish()]);
         }
@@ -1902,6 +2218,14 @@ impl<'a> Rec<'a> {
             layout: &kernel.layout,
             entries: &entries,
         });
+        if let Some(cmds) = &mut self.plan {
+            cmds.push(Cmd::Dispatch {
+                pipeline: kernel.pipeline.clone(),
+                bind,
+                groups,
+            });
+            return;
+        }
         let pass = self.pass();
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind, &[]);
@@ -1921,6 +2245,19 @@ impl<'a> Rec<'a> {
             let (di, dof) = (d / dc, d % dc);
             let n = left.min(sc - so).min(dc - dof);
             let (sb, db) = (src.bufs[si].clone(), dst.bufs[di].clone());
+            if let Some(cmds) = &mut self.plan {
+                cmds.push(Cmd::Copy {
+                    src: (*sb).clone(),
+                    src_at: (so * 4) as u64,
+                    dst: (*db).clone(),
+                    dst_at: (dof * 4) as u64,
+                    bytes: (n * 4) as u64,
+                });
+                s += n;
+                d += n;
+                left -= n;
+                continue;
+            }
             self.encoder().copy_buffer_to_buffer(
                 &sb,
                 (so * 4) as u64,
@@ -1989,51 +2326,10 @@ impl<'a> Rec<'a> {
 
     /// Read the tensors back (submitting what is recorded).
     fn read(&mut self, ts: &[DevTensor]) -> Result<Vec<Tensor>> {
-        let total: usize = ts.iter().map(DevTensor::len).sum();
-        let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: (total * 4).max(4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut at = 0u64;
-        for t in ts {
-            for (i, b) in t.bufs.iter().enumerate() {
-                let bytes = (t.layout.range(i).len() * t.layout.plane * 4) as u64;
-                if bytes > 0 {
-                    let b = b.clone();
-                    self.encoder()
-                        .copy_buffer_to_buffer(&b, 0, &staging, at, bytes);
-                }
-                at += bytes;
-            }
-        }
+        let staging = staging_for(self.device(), ts);
+        copy_out(self.encoder(), ts, &staging);
         self.submit();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        let device_error = |e: &dyn std::fmt::Display| Error::Device(e.to_string());
-        self.device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| device_error(&e))?;
-        rx.recv()
-            .map_err(|e| device_error(&e))?
-            .map_err(|e| device_error(&e))?;
-        let view = staging.get_mapped_range(..).map_err(|e| device_error(&e))?;
-        let mut values = view[..total * 4]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        let out = ts
-            .iter()
-            .map(|t| Tensor {
-                shape: t.shape.clone(),
-                data: values.by_ref().take(t.len()).collect(),
-            })
-            .collect();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        map_back(self.device(), &staging, ts)
     }
 }
 

@@ -5,7 +5,7 @@
 // workgroup of 256 threads computes a TM x TN output tile, RM x RN per thread (register
 // blocking), from tiles in workgroup memory, K in steps of TK. This is a template:
 // `GpuModel` fills in the tile sizes and the unrolled per-thread blocks (`//@` lines)
-// for each variant (64 x 64, 128 x 128, 16 x 256, 256 x 16).
+// for each variant (64 x 64, 128 x 128, 16 x 256, 256 x 16, 64 x 256).
 //
 // A pass covers the input channels of one chunk: the first pass adds the bias, later ones
 // add to what the output holds, the last applies the activation (flags bits 0, 1; the
@@ -130,13 +130,13 @@ fn load_b(kb: u32, r: u32, bk: u32, n_ok: bool, z0: i32, y0: i32, x0: i32, kpass
     let k = kb + bk + 256u / TN * r;
     if k < kpass && n_ok {
         let e = ktab[p.k0 + k];
-        let iz = z0 + i32(e.y & 1023u);
-        let iy = y0 + i32((e.y >> 10u) & 1023u);
-        let ix = x0 + i32(e.y >> 20u);
-        if iz >= 0 && iz < i32(p.in_d) && iy >= 0 && iy < i32(p.in_h) && ix >= 0
-            && ix < i32(p.in_w) {
+        // Unsigned, a coordinate before the start is past the end: one compare per axis.
+        let iz = u32(z0 + i32(e.y & 1023u));
+        let iy = u32(y0 + i32((e.y >> 10u) & 1023u));
+        let ix = u32(x0 + i32(e.y >> 20u));
+        if iz < p.in_d && iy < p.in_h && ix < p.in_w {
             let plane = u32(p.in_off + i32(e.x));
-            return x[((plane * p.in_d + u32(iz)) * p.in_h + u32(iy)) * p.in_w + u32(ix)];
+            return x[((plane * p.in_d + iz) * p.in_h + iy) * p.in_w + ix];
         }
     }
     return 0.0;
@@ -183,6 +183,9 @@ fn main(
 
     let tx = li % TXN;
     let ty = li / TXN;
+    // This thread's first vec4 of each row of the A and B tiles.
+    let ab = ty * (RM / 4u);
+    let bb = tx * (RN / 4u);
 //@DECL
 
     // The first K tile's values in registers; each step stores them to workgroup memory,
@@ -194,9 +197,7 @@ fn main(
         if kb + TK < kpass {
 //@LOADN
         }
-        for (var kk = 0u; kk < TK; kk++) {
 //@INNER
-        }
         workgroupBarrier();
     }
     let slice = wid.z;
