@@ -115,6 +115,27 @@ impl Backend {
         }
     }
 
+    /// Run one op, and with `MEDLAKE_TRACE_OPS=1` print its name, backend and wall time
+    /// to stderr (`medlake-op<TAB>name<TAB>backend<TAB>ms`): where a pipeline's time
+    /// goes, per op, on either backend.
+    fn traced<T>(&self, op: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*TRACE.get_or_init(|| std::env::var_os("MEDLAKE_TRACE_OPS").is_some()) {
+            return f();
+        }
+        let t = std::time::Instant::now();
+        let out = f();
+        let kind = match self {
+            Backend::Cpu => "cpu",
+            Backend::Gpu(_) => "gpu",
+        };
+        eprintln!(
+            "medlake-op\t{op}\t{kind}\t{:.3}",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        out
+    }
+
     /// "cpu", or "gpu: <adapter>", for query metrics and error rows.
     pub fn name(&self) -> String {
         match self {
@@ -130,24 +151,24 @@ impl Backend {
         axis: usize,
         k: &[f32],
     ) -> Result<Vec<f32>> {
-        match self {
+        self.traced("convolve_axis", || match self {
             Backend::Cpu => Ok(cpu::convolve_axis(src, dims, axis, k)),
             Backend::Gpu(g) => g.convolve_axis(src, dims, axis, k),
-        }
+        })
     }
 
     pub fn threshold(&self, src: &[f32], lo: f32, hi: f32) -> Result<Vec<u8>> {
-        match self {
+        self.traced("threshold", || match self {
             Backend::Cpu => Ok(cpu::threshold(src, lo, hi)),
             Backend::Gpu(g) => g.threshold(src, lo, hi),
-        }
+        })
     }
 
     pub fn histogram(&self, src: &[f32], bins: usize, lo: f32, hi: f32) -> Result<Vec<u64>> {
-        match self {
+        self.traced("histogram", || match self {
             Backend::Cpu => Ok(cpu::histogram(src, None, bins, lo, hi)),
             Backend::Gpu(g) => g.histogram(src, bins, lo, hi),
-        }
+        })
     }
 
     /// Counts of the values where `mask` is set in `bins` equal bins over `[lo, hi)`:
@@ -160,28 +181,28 @@ impl Backend {
         lo: f32,
         hi: f32,
     ) -> Result<Vec<u64>> {
-        match self {
+        self.traced("histogram_masked", || match self {
             Backend::Cpu => Ok(cpu::histogram(src, Some(mask), bins, lo, hi)),
             Backend::Gpu(g) => g.histogram_masked(src, Some(mask), bins, lo, hi),
-        }
+        })
     }
 
     /// Sum, minimum, maximum and count of the voxels where `mask` is set (all without
     /// one). On the GPU the sum is f32 within blocks of 1024 values, f64 across them.
     pub fn reduce(&self, src: &[f32], mask: Option<&[u8]>) -> Result<Reduction> {
-        match self {
+        self.traced("reduce", || match self {
             Backend::Cpu => Ok(cpu::reduce(src, mask)),
             Backend::Gpu(g) => g.reduce(src, mask),
-        }
+        })
     }
 
     /// The 6-connected components of `mask`, numbered 1.. in the raster order of their
     /// first voxel (scipy's `label`), and their count: [`labels::label`].
     pub fn label(&self, mask: &[u8], dims: Dims) -> Result<(Vec<u32>, u32)> {
-        match self {
+        self.traced("label", || match self {
             Backend::Cpu => Ok(labels::label(mask, dims)),
             Backend::Gpu(g) => g.label(mask, dims),
-        }
+        })
     }
 
     /// [`Backend::label`] of the mask `lo <= v <= hi` ([`Backend::threshold`]): on the
@@ -194,45 +215,45 @@ impl Backend {
         lo: f32,
         hi: f32,
     ) -> Result<(Vec<u32>, u32)> {
-        match self {
+        self.traced("label_threshold", || match self {
             Backend::Cpu => Ok(labels::label_threshold(src, dims, lo, hi)),
             Backend::Gpu(g) => g.label(&g.threshold(src, lo, hi)?, dims),
-        }
+        })
     }
 
     /// Binary dilation by the 6-neighbour cross, `iterations` times: [`labels::dilate`].
     pub fn dilate(&self, mask: &[u8], dims: Dims, iterations: usize) -> Result<Vec<u8>> {
-        match self {
+        self.traced("dilate", || match self {
             Backend::Cpu => Ok(labels::dilate(mask, dims, iterations)),
             Backend::Gpu(g) => g.dilate(mask, dims, iterations),
-        }
+        })
     }
 
     /// Binary erosion by the 6-neighbour cross, `iterations` times, outside the volume
     /// counting as background: [`labels::erode`].
     pub fn erode(&self, mask: &[u8], dims: Dims, iterations: usize) -> Result<Vec<u8>> {
-        match self {
+        self.traced("erode", || match self {
             Backend::Cpu => Ok(labels::erode(mask, dims, iterations)),
             Backend::Gpu(g) => g.erode(mask, dims, iterations),
-        }
+        })
     }
 
     /// Set the background voxels that cannot reach the border through 6-connected
     /// background: [`labels::fill_holes`].
     pub fn fill_holes(&self, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
-        match self {
+        self.traced("fill_holes", || match self {
             Backend::Cpu => Ok(labels::fill_holes(mask, dims)),
             Backend::Gpu(g) => g.fill_holes(mask, dims),
-        }
+        })
     }
 
     /// Fill the holes of each slice on its own (4-connected background reaching the
     /// slice's edge is outside): [`labels::fill_holes_per_slice`].
     pub fn fill_holes_per_slice(&self, mask: &[u8], dims: Dims) -> Result<Vec<u8>> {
-        match self {
+        self.traced("fill_holes_per_slice", || match self {
             Backend::Cpu => Ok(labels::fill_holes_per_slice(mask, dims)),
             Backend::Gpu(g) => g.fill_holes_per_slice(mask, dims),
-        }
+        })
     }
 }
 
