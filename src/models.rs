@@ -381,7 +381,7 @@ pub async fn add_model(lake: &Lake, add: &AddModel) -> Result<(ModelEntry, bool)
         Some([d, h, w]) => Some(medlake_udfs::model::MemoryPlan {
             peak_node: 0,
             ..model
-                .memory(&[vec![1, 1, d, h, w]])
+                .check_memory(&[vec![1, 1, d, h, w]])
                 .map_err(|e| Error::Invalid(format!("model add: {}: {e}", add.path)))?
         }),
         None => None,

@@ -387,6 +387,30 @@ fn memory_plan_and_run_of_a_small_graph() {
         .is_err());
 }
 
+/// A model whose shapes explode (a Resize by 400 or 1000 along each axis) is refused
+/// while planning, naming the need, before anything is allocated: by the shape cap
+/// (2^36 values) or by the memory limit (16 GiB unless MEDLAKE_MODEL_MEMORY_GIB says
+/// otherwise); `model add` and every run check it.
+#[test]
+fn exploding_shapes_are_refused_before_allocating() {
+    let x = || Tensor::new(vec![1, 2, 4, 4, 4], vec![0.5; 128]).unwrap();
+    for (scale, want) in [(1000.0, "more than 2^36 values"), (400.0, "GiB")] {
+        let bytes = model_bytes(
+            vec![node("up", "Resize", &["x", "", "scales"], "y", vec![])],
+            vec![weight("scales", &[5], vec![1.0, 1.0, scale, scale, scale])],
+            &[1, 2, 4, 4, 4],
+        );
+        let model = Model::from_bytes(&bytes).unwrap();
+        let e = model.run(vec![x()]).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        let e = model
+            .check_memory(&[vec![1, 2, 4, 4, 4]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
 // The GPU backend (any adapter: lavapipe here and in CI).
 
 /// A parity model, its input and onnxruntime's output.

@@ -485,6 +485,7 @@ impl Model {
                     input.name, input.dims
                 )));
             }
+            check_size(shape).map_err(|r| Error::Model(format!("input {:?}: {r}", input.name)))?;
             shapes[input.slot] = shape.clone();
         }
         for node in &self.nodes {
@@ -493,9 +494,32 @@ impl Model {
                 .op
                 .output_shape(&ins)
                 .map_err(|r| Error::Model(format!("{}: {r}", node.describe())))?;
+            check_size(&out).map_err(|r| Error::Model(format!("{}: {r}", node.describe())))?;
             shapes[node.outputs[0]] = out;
         }
         Ok(shapes)
+    }
+
+    /// The memory plan for these input shapes, refused when the weights and peak
+    /// activations would pass the memory limit ([`memory_limit_bytes`]): a model whose
+    /// shapes explode (a Resize by huge scales, say) fails here, naming the need, instead
+    /// of allocating.
+    pub fn check_memory(&self, input_shapes: &[Vec<usize>]) -> Result<MemoryPlan> {
+        let plan = self.memory(input_shapes)?;
+        let need = plan.weight_bytes + plan.peak_activation_bytes;
+        let limit = memory_limit_bytes();
+        if need > limit {
+            return Err(Error::Model(format!(
+                "a run for input {input_shapes:?} needs {:.1} GiB (peak at {}), more than the \
+                 limit of {:.1} GiB (MEDLAKE_MODEL_MEMORY_GIB)",
+                need as f64 / GIB,
+                self.nodes
+                    .get(plan.peak_node)
+                    .map_or("the inputs".to_string(), |n| n.describe()),
+                limit as f64 / GIB
+            )));
+        }
+        Ok(plan)
     }
 
     /// The output shapes for the given input shapes.
@@ -611,6 +635,7 @@ impl Model {
     /// Run the model on `backend`: [`Model::run`] on the CPU; on a GPU, the model
     /// resident there ([`Model::on_gpu`]).
     pub fn run_on(&self, backend: &Backend, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.check_memory(&inputs.iter().map(|t| t.shape.clone()).collect::<Vec<_>>())?;
         match backend {
             Backend::Cpu => self.run(inputs),
             Backend::Gpu(g) => self.on_gpu(g)?.run(self, inputs),
@@ -635,6 +660,7 @@ impl Model {
     /// Run the model on the CPU: one tensor per graph input, in order; the graph outputs
     /// in order.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.check_memory(&inputs.iter().map(|t| t.shape.clone()).collect::<Vec<_>>())?;
         let shapes = self.plan(&inputs.iter().map(|t| t.shape.clone()).collect::<Vec<_>>())?;
         let mut values: Vec<Option<Tensor>> = vec![None; self.value_names.len()];
         for (input, t) in self.inputs.iter().zip(inputs) {
@@ -862,4 +888,31 @@ fn topological(
         return Err(Error::Model("the graph has a cycle".into()));
     }
     Ok(order)
+}
+
+/// The most values one tensor may hold (2^36, 256 GiB of f32): past it a shape is refused
+/// while planning, so no size computed from shapes can overflow.
+const MAX_TENSOR_VALUES: usize = 1 << 36;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Refuse a shape of more than [`MAX_TENSOR_VALUES`] values (or one whose product
+/// overflows).
+fn check_size(shape: &[usize]) -> std::result::Result<(), String> {
+    match shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= MAX_TENSOR_VALUES => Ok(()),
+        _ => Err(format!(
+            "shape {shape:?} holds more than 2^36 values; refused before allocating"
+        )),
+    }
+}
+
+/// The memory a model run may plan for: `MEDLAKE_MODEL_MEMORY_GIB` (GiB), else 16 GiB.
+pub fn memory_limit_bytes() -> usize {
+    let gib = std::env::var("MEDLAKE_MODEL_MEMORY_GIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|g| *g > 0.0)
+        .unwrap_or(16.0);
+    (gib * GIB).min(usize::MAX as f64) as usize
 }
