@@ -89,6 +89,21 @@ impl ComputeMetrics {
         )
     }
 
+    /// Count one fill: series read from a table, computed, failed, and where it ran (when
+    /// anything was computed or failed).
+    pub fn record(&self, from_table: usize, computed: usize, failed: usize, backend: &Backend) {
+        self.from_table
+            .fetch_add(from_table as u64, Ordering::Relaxed);
+        self.computed.fetch_add(computed as u64, Ordering::Relaxed);
+        self.failed.fetch_add(failed as u64, Ordering::Relaxed);
+        if computed > 0 || failed > 0 {
+            self.backends
+                .lock()
+                .expect("not poisoned")
+                .insert(backend.name());
+        }
+    }
+
     pub fn backends(&self) -> Vec<String> {
         self.backends
             .lock()
@@ -317,18 +332,12 @@ impl CtFindings {
                 )
                 .await?;
         }
-        let m = &self.metrics;
-        m.from_table
-            .fetch_add(found.len() as u64, Ordering::Relaxed);
-        let ok = computed.values().filter(|b| b.is_some()).count() as u64;
-        m.computed.fetch_add(ok, Ordering::Relaxed);
-        m.failed.fetch_add(errors.len() as u64, Ordering::Relaxed);
-        if ok > 0 || !errors.is_empty() {
-            m.backends
-                .lock()
-                .expect("not poisoned")
-                .insert(backend.name());
-        }
+        self.metrics.record(
+            found.len(),
+            computed.values().filter(|b| b.is_some()).count(),
+            errors.len(),
+            backend,
+        );
         let mut cache = self.cache.lock().expect("not poisoned");
         for (u, b) in found {
             cache.insert(u, Some(b));

@@ -24,7 +24,6 @@
 //!   in `embeddings`, indexed once per table version and process.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::arrow::array::{
@@ -276,18 +275,12 @@ impl EmbedFunc {
                 .await
                 .map_err(to_df)?;
         }
-        let m = &self.metrics;
-        m.from_table
-            .fetch_add(found.len() as u64, Ordering::Relaxed);
-        let ok = computed.values().filter(|b| b.is_some()).count() as u64;
-        m.computed.fetch_add(ok, Ordering::Relaxed);
-        m.failed.fetch_add(errors.len() as u64, Ordering::Relaxed);
-        if ok > 0 || !errors.is_empty() {
-            m.backends
-                .lock()
-                .expect("not poisoned")
-                .insert(backend.name());
-        }
+        self.metrics.record(
+            found.len(),
+            computed.values().filter(|b| b.is_some()).count(),
+            errors.len(),
+            backend,
+        );
         let mut cache = self.cache.lock().expect("not poisoned");
         for (u, v) in found {
             cache.insert((u, entry.name.clone(), entry.sha256.clone()), Some(v));
