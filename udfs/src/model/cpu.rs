@@ -1241,8 +1241,15 @@ fn conv_transpose3d(args: &ConvArgs) -> Vec<f32> {
 }
 
 /// The input coordinate of output coordinate `o` along an axis of `len_in` resized to
-/// `len_out` at `scale`, as onnxruntime computes it (in f32).
-fn resize_coordinate(coord: CoordMode, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
+/// `len_out` at `scale`, as onnxruntime computes it (in f32). The GPU path's taps use it
+/// too, so both backends sample the same input coordinates.
+pub(super) fn resize_coordinate(
+    coord: CoordMode,
+    o: usize,
+    scale: f32,
+    len_in: usize,
+    len_out: usize,
+) -> f32 {
     let o = o as f32;
     match coord {
         CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,

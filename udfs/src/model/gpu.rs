@@ -1692,19 +1692,6 @@ impl GpuModel {
     }
 }
 
-/// The input coordinate of output coordinate `o`, as [`super::cpu`] computes it.
-fn resize_coordinate(coord: CoordMode, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
-    let o = o as f32;
-    match coord {
-        CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
-        CoordMode::PytorchHalfPixel if len_out > 1 => (o + 0.5) / scale - 0.5,
-        CoordMode::PytorchHalfPixel => 0.0,
-        CoordMode::AlignCorners if len_out == 1 => 0.0,
-        CoordMode::AlignCorners => o * (len_in - 1) as f32 / (len_out - 1) as f32,
-        CoordMode::Asymmetric => o / scale,
-    }
-}
-
 /// The two taps and weights of output coordinate `o`, as [`super::cpu`] computes them.
 fn resize_tap(
     mode: ResizeMode,
@@ -1715,7 +1702,7 @@ fn resize_tap(
     len_out: usize,
 ) -> (usize, usize, f32, f32) {
     let last = len_in - 1;
-    let at = resize_coordinate(coord, o, scale, len_in, len_out);
+    let at = super::cpu::resize_coordinate(coord, o, scale, len_in, len_out);
     match mode {
         ResizeMode::Nearest(round) => {
             let at = match round {
