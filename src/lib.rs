@@ -24,6 +24,7 @@ pub mod models;
 pub mod optimize;
 pub mod phantoms;
 pub mod search;
+pub mod server;
 pub mod session;
 pub mod synth;
 pub mod tables;

@@ -26,6 +26,11 @@ pub struct LakeSession {
     pub lake_version: Option<i64>,
     /// The Delta version of each registered table.
     pub table_versions: BTreeMap<String, i64>,
+    /// What the lake's functions were registered with, for sessions that register them
+    /// again under row policies (`server::access`).
+    pub(crate) lake: Lake,
+    pub(crate) reports_index: Option<Arc<crate::search::ReportIndex>>,
+    pub(crate) models: crate::functions::embed::Models,
 }
 
 /// A context with medlake's settings and functions, but no lake tables.
@@ -101,19 +106,24 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
     };
     let reports_index = reports_index(&ctx, lake, &table_versions).await?;
     register_views(&ctx, &table_versions).await?;
-    let models = crate::models::registered_at(lake, table_versions.get(MODELS).copied()).await?;
+    let models =
+        Arc::new(crate::models::registered_at(lake, table_versions.get(MODELS).copied()).await?);
     crate::functions::register_lake(
         &ctx,
         lake,
         lake_version,
         &table_versions,
-        reports_index,
-        Arc::new(models),
+        reports_index.clone(),
+        models.clone(),
+        None,
     );
     Ok(LakeSession {
         ctx,
         lake_version,
         table_versions,
+        lake: lake.clone(),
+        reports_index,
+        models,
     })
 }
 
@@ -153,13 +163,16 @@ async fn reports_index(
 }
 
 /// The views that ship in `sql/views/`, each registered when the tables it reads exist.
-const VIEWS: &[(&str, &[&str], &str)] = &[(
+pub(crate) const VIEWS: &[(&str, &[&str], &str)] = &[(
     "gene_carriers",
     &["variant_effects", "variants", "genotypes"],
     include_str!("../sql/views/gene_carriers.sql"),
 )];
 
-async fn register_views(ctx: &SessionContext, tables: &BTreeMap<String, i64>) -> Result<()> {
+pub(crate) async fn register_views(
+    ctx: &SessionContext,
+    tables: &BTreeMap<String, i64>,
+) -> Result<()> {
     for (name, needs, sql) in VIEWS {
         if !needs.iter().all(|t| tables.contains_key(*t)) {
             continue;
@@ -213,4 +226,61 @@ pub fn expose(name: &str, provider: Arc<dyn TableProvider>) -> Result<Arc<dyn Ta
         .project(exprs)?
         .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// A table read at its newest commit on every scan, not at the session's version: for
+/// `audit_log`, which changes with every statement a server runs.
+#[derive(Debug)]
+pub struct LatestTable {
+    lake: Lake,
+    name: &'static str,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+impl LatestTable {
+    pub fn new(
+        lake: Lake,
+        name: &'static str,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+    ) -> Self {
+        LatestTable { lake, name, schema }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LatestTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        match self.lake.table(self.name).await.map_err(Error::into_df)? {
+            Some(t) => {
+                let provider = t
+                    .table_provider()
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                provider.scan(state, projection, filters, limit).await
+            }
+            None => {
+                let schema = match projection {
+                    Some(p) => Arc::new(self.schema.project(p)?),
+                    None => self.schema.clone(),
+                };
+                Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                    schema,
+                )))
+            }
+        }
+    }
 }

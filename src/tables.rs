@@ -34,6 +34,10 @@ pub const MODELS: &str = "models";
 /// One vector per (series, model), from `medlake compute embeddings`.
 pub const EMBEDDINGS: &str = "embeddings";
 
+/// Every statement a server ran: who, what, when, how many rows, and whether it failed
+/// (two rows per statement: `start` and `end`).
+pub const AUDIT_LOG: &str = "audit_log";
+
 /// Every table medlake knows, for lakes whose folders cannot be listed cheaply.
 pub const ALL: &[&str] = &[
     INSTANCES,
@@ -53,5 +57,6 @@ pub const ALL: &[&str] = &[
     COMPUTE_ERRORS,
     MODELS,
     EMBEDDINGS,
+    AUDIT_LOG,
     crate::lake::LAKE_LOG,
 ];

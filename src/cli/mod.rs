@@ -50,6 +50,38 @@ pub enum Command {
     /// Build a small deterministic demo lake from generated CT series and run the example
     /// cohorts in sql/cohorts/ on it.
     Demo,
+    /// Serve the lake over the PostgreSQL wire protocol (psql, DBeaver, psycopg, BI tools),
+    /// with SCRAM-SHA-256 logins, per-role grants and row policies, and an audit log.
+    Serve(ServeArgs),
+    /// Manage the server's users file (it holds SCRAM-SHA-256 verifiers, never passwords).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides `[server] listen`; default 127.0.0.1:5433).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The server config: roles, grants, row policies, TLS, users file (see
+    /// ARCHITECTURE.md). Without one, only the `admin` role exists.
+    #[arg(long, default_value = "medlake.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add (or replace) a user: the password is read from standard input (one line) and
+    /// stored as a SCRAM-SHA-256 verifier.
+    Add {
+        /// The users file (created when missing, mode 0600).
+        #[arg(long, default_value = "users.toml")]
+        users: PathBuf,
+        /// The user's role, defined in the server config (or `admin`).
+        #[arg(long)]
+        role: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +292,41 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => {
+            let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
+            let mut config = if args.config.exists() {
+                crate::server::config::Config::load(&args.config)?
+            } else if args.config == std::path::Path::new("medlake.toml") {
+                crate::server::config::Config {
+                    server: crate::server::config::ServerSection {
+                        users: Some("users.toml".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
+            } else {
+                return Err(Error::Invalid(format!(
+                    "--config {}: no such file",
+                    args.config.display()
+                )));
+            };
+            if let Some(listen) = args.listen {
+                config.server.listen = listen;
+                config.check()?;
+            }
+            crate::server::serve(lake, config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(UserCommand::Add { users, role, name }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| Error::io("standard input", e))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            crate::server::scram::add_user(&users, &name, &role, password)?;
+            println!("{}: user {name:?} (role {role:?}) saved", users.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ingest(IngestCommand::Dicom {
             inputs,
             collection,

@@ -596,6 +596,8 @@ pub struct SimilarSeriesFunc {
     pub lake: Lake,
     pub models: Models,
     pub embeddings_version: Option<i64>,
+    /// Under row policies: the series this session may see (the only ones searched).
+    pub visibility: Option<Arc<dyn super::guard::SeriesVisibility>>,
 }
 
 #[derive(Debug, Clone)]
@@ -648,6 +650,7 @@ impl TableFunctionImpl for SimilarSeriesFunc {
             entry,
             query,
             k,
+            visibility: self.visibility.clone(),
         }))
     }
 }
@@ -761,6 +764,7 @@ struct SimilarSeries {
     entry: ModelEntry,
     query: Query,
     k: usize,
+    visibility: Option<Arc<dyn super::guard::SeriesVisibility>>,
 }
 
 fn similar_schema() -> SchemaRef {
@@ -795,9 +799,19 @@ impl TableProvider for SimilarSeries {
             );
         };
         let ix = indexed(&self.lake, version, &self.entry).await?;
+        // Under row policies, a series the session may not see is not searched, and as a
+        // query it is answered as one without an embedding: its existence is not told.
+        let allowed: Option<Vec<bool>> = match &self.visibility {
+            None => None,
+            Some(v) => {
+                let visible = v.visible(&ix.uids).await?;
+                Some(ix.uids.iter().map(|u| visible.contains(u)).collect())
+            }
+        };
+        let may_see = |at: usize| allowed.as_ref().is_none_or(|a| a[at]);
         let (query, exclude) = match &self.query {
             Query::Vector(v) => (v.clone(), None),
-            Query::Series(uid) => match ix.by_uid.get(uid) {
+            Query::Series(uid) => match ix.by_uid.get(uid).filter(|&&at| may_see(at)) {
                 Some(&at) => (ix.index.vector(at).to_vec(), Some(at)),
                 None => {
                     return plan_err!(
@@ -809,9 +823,9 @@ impl TableProvider for SimilarSeries {
                 }
             },
         };
-        let index = &ix.index;
-        let hits = index
-            .search(&query, self.k, exclude)
+        let hits = ix
+            .index
+            .search_where(&query, self.k, |at| Some(at) != exclude && may_see(at))
             .map_err(|e| DataFusionError::Plan(format!("similar_series: {e}")))?;
         let batch = RecordBatch::try_new(
             similar_schema(),

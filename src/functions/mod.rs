@@ -16,6 +16,7 @@
 pub mod ct_findings;
 pub mod dicom_tag;
 pub mod embed;
+pub mod guard;
 pub mod report_search;
 pub mod time_travel;
 
@@ -58,7 +59,17 @@ pub fn register_lake(
     table_versions: &BTreeMap<String, i64>,
     reports_index: Option<Arc<crate::search::ReportIndex>>,
     models: embed::Models,
+    visibility: Option<Arc<dyn guard::SeriesVisibility>>,
 ) {
+    // Under row policies the series functions see only the series the session may see.
+    let guarded = |f: Arc<dyn datafusion::logical_expr::async_udf::AsyncScalarUDFImpl>| {
+        let f: Arc<dyn datafusion::logical_expr::async_udf::AsyncScalarUDFImpl> = match &visibility
+        {
+            Some(v) => Arc::new(guard::SeriesGuarded::new(f, v.clone())),
+            None => f,
+        };
+        datafusion::logical_expr::async_udf::AsyncScalarUDF::new(f).into_scalar_udf()
+    };
     ctx.register_udtf(
         "report_search",
         Arc::new(report_search::ReportSearchFunc {
@@ -85,27 +96,21 @@ pub fn register_lake(
         .write()
         .config_mut()
         .set_extension(metrics.clone());
-    ctx.register_udf(
-        datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(
-            ct_findings::CtFindings::new(lake.clone(), versions.clone(), metrics.clone()),
-        ))
-        .into_scalar_udf(),
-    );
+    ctx.register_udf(guarded(Arc::new(ct_findings::CtFindings::new(
+        lake.clone(),
+        versions.clone(),
+        metrics.clone(),
+    ))));
     let embeddings = table_versions.get(crate::tables::EMBEDDINGS).copied();
     for predict in [false, true] {
-        ctx.register_udf(
-            datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(
-                embed::EmbedFunc::new(
-                    predict,
-                    lake.clone(),
-                    models.clone(),
-                    versions.instances,
-                    embeddings,
-                    metrics.clone(),
-                ),
-            ))
-            .into_scalar_udf(),
-        );
+        ctx.register_udf(guarded(Arc::new(embed::EmbedFunc::new(
+            predict,
+            lake.clone(),
+            models.clone(),
+            versions.instances,
+            embeddings,
+            metrics.clone(),
+        ))));
     }
     ctx.register_udtf(
         "similar_series",
@@ -113,6 +118,7 @@ pub fn register_lake(
             lake: lake.clone(),
             models,
             embeddings_version: embeddings,
+            visibility,
         }),
     );
 }

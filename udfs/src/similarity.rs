@@ -93,6 +93,17 @@ impl VectorIndex {
         k: usize,
         exclude: Option<usize>,
     ) -> Result<Vec<Neighbour>> {
+        self.search_where(query, k, |index| Some(index) != exclude)
+    }
+
+    /// The `k` most similar among the stored vectors `keep` accepts: a search restricted
+    /// to the rows a caller may see gives k of those, not fewer.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: impl Fn(usize) -> bool + Sync,
+    ) -> Result<Vec<Neighbour>> {
         if query.len() != self.dim {
             return Err(Error::Model(format!(
                 "query of {} values against an index of dimension {}",
@@ -115,7 +126,7 @@ impl VectorIndex {
                 let mut top = TopK::new(k);
                 for (r, row) in rows.chunks_exact(dim).enumerate() {
                     let index = c * CHUNK_ROWS + r;
-                    if Some(index) != exclude {
+                    if keep(index) {
                         top.offer(Neighbour {
                             index,
                             score: dot(row, &q),
