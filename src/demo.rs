@@ -134,7 +134,7 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     let vs = crate::ingest::vcf::ingest_vcf(&lake, &vcf_inputs, &vopts).await?;
-    let ls = crate::ingest::sample_links::link_samples(&lake, &links).await?;
+    let ls = crate::ingest::sample_links::link_samples(&lake, &links, "demo").await?;
     writeln!(
         out,
         "{} variants and {} genotypes (1000 Genomes chr22 excerpt, synthetic tumor panel), \

@@ -401,3 +401,8 @@ mod tests {
         assert!("yesterday".parse::<AsOf>().is_err());
     }
 }
+
+/// A string as a SQL literal, for the predicates the lake's own writes build.
+pub(crate) fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

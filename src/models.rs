@@ -81,8 +81,8 @@ impl ModelEntry {
     pub fn embeddings_filter(&self) -> String {
         format!(
             "model = {} AND model_sha256 = {}",
-            crate::compute::quote(&self.name),
-            crate::compute::quote(&self.sha256)
+            crate::lake::quote(&self.name),
+            crate::lake::quote(&self.sha256)
         )
     }
 
@@ -324,7 +324,7 @@ pub async fn record(lake: &Lake, entry: &ModelEntry) -> Result<bool> {
         // old rows stay reachable through time travel).
         if let Some(t) = lake.table(crate::tables::EMBEDDINGS).await? {
             t.delete()
-                .with_predicate(format!("model = {}", crate::compute::quote(&entry.name)))
+                .with_predicate(format!("model = {}", crate::lake::quote(&entry.name)))
                 .await
                 .map_err(|e| Error::delta(crate::tables::EMBEDDINGS, e))?;
         }

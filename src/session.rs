@@ -181,11 +181,9 @@ pub(crate) async fn register_views(
         let sql = if tables.contains_key(crate::tables::SAMPLE_LINKS) {
             sql.to_string()
         } else {
-            sql.replace(
-                "LEFT JOIN sample_links l ON l.sample_id = g.sample_id",
-                "LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS sample_id, \
-                 CAST(NULL AS VARCHAR) AS \"PatientID\") l ON l.sample_id = g.sample_id",
-            )
+            let empty = "(SELECT CAST(NULL AS VARCHAR) AS collection, \
+                 CAST(NULL AS VARCHAR) AS sample_id, CAST(NULL AS VARCHAR) AS \"PatientID\") l";
+            sql.replace("sample_links l", empty)
         };
         ctx.sql(&sql)
             .await

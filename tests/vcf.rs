@@ -652,11 +652,11 @@ async fn sample_links_are_idempotent_and_conflicts_are_reported() {
         "sample_id,PatientID\nHG00096,DEMO-001\nHG00097,DEMO-002\nHG00096,DEMO-009\n,X\n",
     )
     .unwrap();
-    let s = medlake::ingest::sample_links::link_samples(&lake, &csv)
+    let s = medlake::ingest::sample_links::link_samples(&lake, &csv, "default")
         .await
         .unwrap();
     assert_eq!((s.linked, s.conflicts, s.invalid), (2, 1, 1), "{s:?}");
-    let s = medlake::ingest::sample_links::link_samples(&lake, &csv)
+    let s = medlake::ingest::sample_links::link_samples(&lake, &csv, "default")
         .await
         .unwrap();
     assert_eq!(
@@ -681,6 +681,76 @@ async fn sample_links_are_idempotent_and_conflicts_are_reported() {
     )
     .await;
     assert_eq!(e[0][0], "2");
+    // Another collection's sample of the same name is its own sample: no conflict.
+    std::fs::write(&csv, "sample_id,PatientID\nHG00096,OTHER-001\n").unwrap();
+    let s = medlake::ingest::sample_links::link_samples(&lake, &csv, "trial-b")
+        .await
+        .unwrap();
+    assert_eq!((s.linked, s.conflicts), (1, 0), "{s:?}");
+    let r = rows(
+        &lake,
+        "SELECT collection, \"PatientID\" FROM sample_links WHERE sample_id = 'HG00096' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        r,
+        [["default", "DEMO-001"], ["trial-b", "OTHER-001"]]
+            .map(|r| r.map(String::from).to_vec())
+            .to_vec()
+    );
+}
+
+/// Every genomics table carries the ingest's collection, so row policies can name it; a
+/// file is a duplicate only within its collection, and each collection's copy is whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn collections_are_on_every_row_and_dedupe_is_per_collection() {
+    let Some(file) = test_file("cyvcf2/tests/test.snpeff.vcf") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    let with = |c: &str| VcfIngestOptions {
+        collection: c.into(),
+        ..opts()
+    };
+    let a = ingest(&lake, &[&file], &with("lung")).await;
+    assert_eq!((a.ingested, a.duplicates), (1, 0), "{a:?}");
+    let again = ingest(&lake, &[&file], &with("lung")).await;
+    assert_eq!((again.ingested, again.duplicates), (0, 1), "{again:?}");
+    let b = ingest(&lake, &[&file], &with("breast")).await;
+    assert_eq!((b.ingested, b.duplicates), (1, 0), "{b:?}");
+    assert!(a.variants > 0 && a.genotypes > 0 && a.effects > 0, "{a:?}");
+    for (table, per_file) in [
+        ("variants", a.variants),
+        ("genotypes", a.genotypes),
+        ("variant_effects", a.effects),
+        ("vcf_files", 2),
+    ] {
+        let r = rows(
+            &lake,
+            &format!(
+                "SELECT collection, count(*) FROM {table} GROUP BY collection ORDER BY collection"
+            ),
+        )
+        .await;
+        let want = |c: &str| vec![c.to_string(), per_file.to_string()];
+        assert_eq!(r, vec![want("breast"), want("lung")], "{table}");
+    }
+    let samples = rows(
+        &lake,
+        "SELECT collection, count(*) FROM samples GROUP BY collection ORDER BY 1",
+    )
+    .await;
+    assert_eq!(samples.len(), 2, "{samples:?}");
+    assert_eq!(samples[0][1], samples[1][1]);
+    // The two copies do not share variant ids, so joins within a collection stay exact.
+    let shared = rows(
+        &lake,
+        "SELECT count(*) FROM variants l JOIN variants b ON l.variant_id = b.variant_id \
+         WHERE l.collection = 'lung' AND b.collection = 'breast'",
+    )
+    .await;
+    assert_eq!(shared[0][0], "0");
 }
 
 /// `vcf_scan` reads raw files, through the tabix index when there is one, and its region

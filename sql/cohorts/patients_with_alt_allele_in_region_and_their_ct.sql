@@ -5,7 +5,7 @@ WITH carriers AS (
   SELECT l.PatientID, g.sample_id, count(*) AS variants_with_alt,
          sum(g.alt_count) AS alt_alleles
   FROM genotypes g
-  JOIN sample_links l ON l.sample_id = g.sample_id
+  JOIN sample_links l ON l.sample_id = g.sample_id AND l.collection = g.collection
   WHERE in_region(g.chrom, g.pos, 'chr22:50300000-50310000') AND g.alt_count > 0
   GROUP BY l.PatientID, g.sample_id
 )

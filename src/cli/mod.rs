@@ -233,7 +233,13 @@ pub enum LinkCommand {
     /// Map sample_id to PatientID from a CSV with a header row (columns `sample_id` and
     /// `PatientID`) into `sample_links`. Idempotent; conflicting mappings are reported in
     /// `ingest_errors` and not applied.
-    Samples { csv: PathBuf },
+    Samples {
+        csv: PathBuf,
+        /// The collection the samples were ingested into (`ingest vcf --collection`): links
+        /// are per collection, and stored in its `collection` column.
+        #[arg(long, default_value = "default")]
+        collection: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -465,9 +471,9 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Link(LinkCommand::Samples { csv }) => {
+        Command::Link(LinkCommand::Samples { csv, collection }) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
-            let s = crate::ingest::sample_links::link_samples(&lake, &csv).await?;
+            let s = crate::ingest::sample_links::link_samples(&lake, &csv, &collection).await?;
             if std::io::stdout().is_terminal() {
                 println!(
                     "{} rows: {} linked, {} already linked, {} conflicts, {} invalid; lake version {}",

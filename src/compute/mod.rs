@@ -29,7 +29,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::lake::Lake;
+use crate::lake::{quote, Lake};
 use crate::tables::{COMPUTE_ERRORS, FINDINGS};
 
 pub use tables::{compute_errors_schema, findings_schema};
@@ -442,10 +442,6 @@ pub(crate) async fn read_uri(uri: &str) -> Result<Vec<u8>> {
         .await
         .map_err(|e| Error::Invalid(format!("{uri}: {e}")))?;
     Ok(bytes.to_vec())
-}
-
-pub(crate) fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 pub(crate) fn int64_column(

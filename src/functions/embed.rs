@@ -154,7 +154,7 @@ impl EmbedFunc {
     async fn fill(&self, uids: Vec<String>, entry: &ModelEntry, backend: &Backend) -> Result<()> {
         let list = uids
             .iter()
-            .map(|u| compute::quote(u))
+            .map(|u| crate::lake::quote(u))
             .collect::<Vec<_>>()
             .join(", ");
         let ctx = SessionContext::new();

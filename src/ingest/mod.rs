@@ -47,9 +47,15 @@ pub struct ErrorRow {
     pub message: String,
 }
 
+/// The `collection` column every ingested table starts with (`--collection`, as IDC's
+/// `collection_id`), so that row policies can name it.
+pub fn collection_field() -> Field {
+    Field::new("collection", DataType::Utf8, false)
+}
+
 pub fn ingest_errors_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("collection", DataType::Utf8, false),
+        collection_field(),
         Field::new("source", DataType::Utf8, false),
         Field::new("file_uri", DataType::Utf8, false),
         Field::new("file_size", DataType::Int64, true),

@@ -5,7 +5,9 @@
 //! that gives a sample a different patient than the lake (or an earlier row) does is a
 //! conflict: it is not applied, and it gets an `ingest_errors` row naming both patients
 //! and the CSV line. So running the same file again changes nothing, and a sample never
-//! silently changes patient.
+//! silently changes patient. Links belong to a collection (`--collection`, that of the
+//! samples' VCF ingest): a sample ID is unique within its collection, and row policies on
+//! `collection` apply to links as to every other table.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub struct LinkSummary {
 
 pub fn sample_links_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        super::collection_field(),
         Field::new("sample_id", DataType::Utf8, false),
         Field::new("PatientID", DataType::Utf8, false),
         Field::new("source_uri", DataType::Utf8, false),
@@ -45,14 +48,18 @@ pub fn sample_links_schema() -> SchemaRef {
     ]))
 }
 
-async fn existing(lake: &Lake) -> Result<HashMap<String, String>> {
+/// sample_id → PatientID, for the links of one collection.
+async fn existing(lake: &Lake, collection: &str) -> Result<HashMap<String, String>> {
     let mut out = HashMap::new();
     let Some(table) = lake.table(SAMPLE_LINKS).await? else {
         return Ok(out);
     };
     let ctx = datafusion::prelude::SessionContext::new();
     ctx.register_table(SAMPLE_LINKS, table.table_provider().await?)?;
-    let sql = format!("SELECT sample_id, \"PatientID\" FROM {SAMPLE_LINKS}");
+    let sql = format!(
+        "SELECT sample_id, \"PatientID\" FROM {SAMPLE_LINKS} WHERE collection = {}",
+        crate::lake::quote(collection)
+    );
     for b in ctx.sql(&sql).await?.collect().await? {
         let s = crate::lake::text_column(b.column(0))?;
         let p = crate::lake::text_column(b.column(1))?;
@@ -64,7 +71,11 @@ async fn existing(lake: &Lake) -> Result<HashMap<String, String>> {
 }
 
 /// Link samples to patients from a CSV file.
-pub async fn link_samples(lake: &Lake, csv_path: &std::path::Path) -> Result<LinkSummary> {
+pub async fn link_samples(
+    lake: &Lake,
+    csv_path: &std::path::Path,
+    collection: &str,
+) -> Result<LinkSummary> {
     let uri = url::Url::from_file_path(
         std::fs::canonicalize(csv_path).map_err(|e| Error::io(csv_path.display(), e))?,
     )
@@ -89,7 +100,7 @@ pub async fn link_samples(lake: &Lake, csv_path: &std::path::Path) -> Result<Lin
             headers.iter().collect::<Vec<_>>().join(", ")
         )));
     };
-    let mut known = existing(lake).await?;
+    let mut known = existing(lake, collection).await?;
     let mut summary = LinkSummary::default();
     let mut errors = Vec::new();
     let mut new_rows: Vec<(String, String)> = Vec::new();
@@ -144,11 +155,13 @@ pub async fn link_samples(lake: &Lake, csv_path: &std::path::Path) -> Result<Lin
     }
     if !new_rows.is_empty() {
         let now = Utc::now().timestamp_micros();
+        let mut c = StringBuilder::new();
         let mut s = StringBuilder::new();
         let mut p = StringBuilder::new();
         let mut u = StringBuilder::new();
         let mut t = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         for (sample, patient) in &new_rows {
+            c.append_value(collection);
             s.append_value(sample);
             p.append_value(patient);
             u.append_value(&uri);
@@ -158,6 +171,7 @@ pub async fn link_samples(lake: &Lake, csv_path: &std::path::Path) -> Result<Lin
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
+                Arc::new(c.finish()),
                 Arc::new(s.finish()),
                 Arc::new(p.finish()),
                 Arc::new(u.finish()),
@@ -172,7 +186,7 @@ pub async fn link_samples(lake: &Lake, csv_path: &std::path::Path) -> Result<Lin
         .into_iter()
         .filter(|r| !recorded.contains(&(r.file_uri.clone(), r.error_kind.clone())))
         .collect();
-    super::commit_errors(lake, "default", SOURCE, &errors).await?;
+    super::commit_errors(lake, collection, SOURCE, &errors).await?;
     summary.lake_version = lake.record_version("link samples").await?.lake_version;
     Ok(summary)
 }

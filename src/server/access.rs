@@ -312,23 +312,33 @@ impl SeriesVisibility for PlanVisibility {
                     .in_list(uids.iter().map(lit).collect(), false),
             )?;
         }
-        let plan = b.build()?;
-        let ctx = SessionContext::new_with_state(self.state.clone());
-        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
         let asked: HashSet<&str> = uids.iter().map(String::as_str).collect();
-        let mut out = HashSet::new();
-        for b in &batches {
-            let a = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-            let a = a.as_any().downcast_ref::<StringArray>().expect("Utf8");
-            out.extend(
-                a.iter()
-                    .flatten()
-                    .filter(|u| asked.contains(u))
-                    .map(str::to_string),
-            );
-        }
-        Ok(out)
+        let found = texts(&self.state, b.build()?, "SeriesInstanceUID").await?;
+        Ok(found
+            .into_iter()
+            .filter(|u| asked.contains(u.as_str()))
+            .collect())
     }
+}
+
+/// The non-null values of a plan's text column, the plan run under the role's state.
+async fn texts(
+    state: &SessionState,
+    plan: LogicalPlan,
+    column: &str,
+) -> datafusion::common::Result<Vec<String>> {
+    let ctx = SessionContext::new_with_state(state.clone());
+    let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let Some(c) = b.column_by_name(column) else {
+            return plan_err!("no column {column}");
+        };
+        let c = datafusion::arrow::compute::cast(c, &DataType::Utf8)?;
+        let c = c.as_any().downcast_ref::<StringArray>().expect("Utf8");
+        out.extend(c.iter().flatten().map(str::to_string));
+    }
+    Ok(out)
 }
 
 /// `report_search` bound to the role's `reports`.
@@ -415,31 +425,9 @@ impl VcfScanGuard {
         let plan = LogicalPlanBuilder::scan(VCF_FILES, provider_as_source(files.clone()), None)?
             .filter(col("source_uri").in_list(uris, false))?
             .build()?;
-        let state = self.state.clone();
-        let batches = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move {
-                SessionContext::new_with_state(state)
-                    .execute_logical_plan(plan)
-                    .await?
-                    .collect()
-                    .await
-            })
+        let mut out = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(texts(&self.state, plan, "collection"))
         })?;
-        let mut out = Vec::new();
-        for b in &batches {
-            if b.num_rows() == 0 {
-                continue;
-            }
-            match b.column_by_name("collection") {
-                Some(c) => {
-                    let c = datafusion::arrow::compute::cast(c, &DataType::Utf8)?;
-                    let c = c.as_any().downcast_ref::<StringArray>().expect("Utf8");
-                    out.extend(c.iter().flatten().map(str::to_string));
-                }
-                // Before collections were recorded on vcf_files: visible, no collection.
-                None => out.push(String::new()),
-            }
-        }
         out.sort();
         out.dedup();
         Ok(out)

@@ -297,6 +297,41 @@ fn attribute(msg: &str, key: char) -> Option<&str> {
         .find_map(|p| p.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
+/// The mechanism and data of a SASLInitialResponse, read here rather than by pgwire, whose
+/// decoder (0.41) trusts the data's length field and panics on one past the message's end.
+fn sasl_initial_response(
+    msg: pgwire::messages::startup::PasswordMessageFamily,
+) -> PgWireResult<(String, Option<Vec<u8>>)> {
+    use pgwire::messages::startup::PasswordMessageFamily as Family;
+    let body = match msg {
+        Family::Raw(body) => body,
+        Family::SASLInitialResponse(r) => {
+            return Ok((r.auth_method, r.data.map(|d| d.to_vec())));
+        }
+        _ => return Err(protocol("expected a SASLInitialResponse")),
+    };
+    let nul = body
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| protocol("SASLInitialResponse: the mechanism is not terminated"))?;
+    let mechanism = String::from_utf8_lossy(&body[..nul]).into_owned();
+    let rest = &body[nul + 1..];
+    let (len, data) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| protocol("SASLInitialResponse: no data length"))?;
+    let data = match i32::from_be_bytes(*len) {
+        -1 => None,
+        n if usize::try_from(n).is_ok_and(|n| n <= data.len()) => Some(data[..n as usize].to_vec()),
+        n => {
+            return Err(protocol(&format!(
+                "SASLInitialResponse: a data length of {n} in a message of {} bytes",
+                body.len()
+            )))
+        }
+    };
+    Ok((mechanism, data))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
@@ -346,14 +381,13 @@ impl StartupHandler for ScramStartup {
                 let mut state = self.state.lock().await;
                 match std::mem::replace(&mut *state, State::Done) {
                     State::Initial => {
-                        let initial = msg.into_sasl_initial_response()?;
-                        if initial.auth_method != MECHANISM {
+                        let (mechanism, data) = sasl_initial_response(msg)?;
+                        if mechanism != MECHANISM {
                             return Err(protocol(&format!(
-                                "mechanism {:?} is not offered",
-                                initial.auth_method
+                                "mechanism {mechanism:?} is not offered"
                             )));
                         }
-                        let data = initial.data.ok_or_else(|| protocol("empty client-first"))?;
+                        let data = data.ok_or_else(|| protocol("empty client-first"))?;
                         let text = std::str::from_utf8(&data)
                             .map_err(|_| protocol("client-first is not UTF-8"))?;
                         // gs2-header: channel binding flag, optional authzid.
@@ -490,5 +524,25 @@ mod tests {
         assert_eq!(Verifier::parse(&v.encode()).unwrap(), v);
         assert!(Verifier::parse("s3cret").is_err());
         assert!(Verifier::parse("SCRAM-SHA-256$100:AAAA$AAAA:AAAA").is_err());
+    }
+
+    #[test]
+    fn initial_responses_with_bogus_lengths_are_errors() {
+        use pgwire::messages::startup::PasswordMessageFamily as Family;
+        let raw = |b: &[u8]| Family::Raw(bytes::BytesMut::from(b));
+        let (m, d) = sasl_initial_response(raw(b"SCRAM-SHA-256\0\0\0\0\x03n,,")).unwrap();
+        assert_eq!((m.as_str(), d.as_deref()), (MECHANISM, Some(&b"n,,"[..])));
+        let (_, d) = sasl_initial_response(raw(b"SCRAM-SHA-256\0\xff\xff\xff\xff")).unwrap();
+        assert_eq!(d, None);
+        for bogus in [
+            &b"SCRAM-SHA-256\0\x53\x43\x52\x41n,,"[..], // 1396920897: the fuzz case
+            b"SCRAM-SHA-256\0\x80\0\0\0",
+            b"SCRAM-SHA-256\0\0\0",
+            b"SCRAM-SHA-256",
+            b"",
+        ] {
+            let e = sasl_initial_response(raw(bogus)).unwrap_err().to_string();
+            assert!(e.contains("SASLInitialResponse"), "{e}");
+        }
     }
 }

@@ -153,7 +153,7 @@ pub async fn build_test_lake(root: &Path) -> Lake {
         (2, 0, 5),
         "{v5:?}"
     );
-    let l6 = medlake::ingest::sample_links::link_samples(&lake, &links)
+    let l6 = medlake::ingest::sample_links::link_samples(&lake, &links, "demo")
         .await
         .unwrap();
     assert_eq!(l6.lake_version, 6);

@@ -41,6 +41,7 @@ use noodles::vcf;
 use serde::Serialize;
 
 use self::convert::{ChunkRows, Layout, Problem, ROW_BITS};
+use super::collection_field;
 use super::sources::{self, SourceFile};
 use super::ErrorRow;
 use crate::error::{Error, Result};
@@ -90,6 +91,7 @@ pub struct VcfIngestSummary {
 
 pub fn vcf_files_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        collection_field(),
         Field::new("file_id", DataType::Utf8, false),
         Field::new("file_number", DataType::Int64, false),
         Field::new("source_uri", DataType::Utf8, false),
@@ -109,6 +111,7 @@ pub fn vcf_files_schema() -> SchemaRef {
 
 pub fn samples_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        collection_field(),
         Field::new("sample_id", DataType::Utf8, false),
         Field::new("sample_index", DataType::Int32, false),
         Field::new("file_id", DataType::Utf8, false),
@@ -122,8 +125,11 @@ struct FileState {
     complete: bool,
 }
 
-/// The files the lake knows: file_id → number and whether complete; and the next number.
-async fn known_files(lake: &Lake) -> Result<(HashMap<String, FileState>, i64)> {
+/// The files the lake knows in a collection: file_id → number and whether complete; and the
+/// next number (over all collections: a number fixes a `variant_id` range). A file is a
+/// duplicate only within its collection: the same file ingested into another collection is
+/// that collection's copy, visible to whoever may see that collection.
+async fn known_files(lake: &Lake, collection: &str) -> Result<(HashMap<String, FileState>, i64)> {
     let mut out: HashMap<String, FileState> = HashMap::new();
     let mut next = 1;
     let Some(table) = lake.table(VCF_FILES).await? else {
@@ -133,7 +139,8 @@ async fn known_files(lake: &Lake) -> Result<(HashMap<String, FileState>, i64)> {
     ctx.register_table(VCF_FILES, table.table_provider().await?)?;
     let batches = ctx
         .sql(&format!(
-            "SELECT file_id, file_number, status FROM {VCF_FILES}"
+            "SELECT file_id, file_number, status, collection = {} FROM {VCF_FILES}",
+            crate::lake::quote(collection)
         ))
         .await?
         .collect()
@@ -143,17 +150,22 @@ async fn known_files(lake: &Lake) -> Result<(HashMap<String, FileState>, i64)> {
         let numbers = datafusion::arrow::compute::cast(b.column(1), &DataType::Int64)?;
         let numbers = datafusion::common::cast::as_int64_array(&numbers)?;
         let status = crate::lake::text_column(b.column(2))?;
+        let ours = datafusion::common::cast::as_boolean_array(b.column(3))?;
         for i in 0..b.num_rows() {
+            next = next.max(numbers.value(i) + 1);
+            if !ours.value(i) {
+                continue;
+            }
             let e = out.entry(ids.value(i).to_string()).or_default();
             e.number = numbers.value(i);
             e.complete |= status.value(i) == "complete";
-            next = next.max(numbers.value(i) + 1);
         }
     }
     Ok((out, next))
 }
 
 struct FileRow<'a> {
+    collection: &'a str,
     file_id: &'a str,
     number: i64,
     uri: &'a str,
@@ -164,6 +176,7 @@ struct FileRow<'a> {
 
 async fn record_file(lake: &Lake, r: FileRow<'_>) -> Result<()> {
     let now = Utc::now().timestamp_micros();
+    let mut coll = StringBuilder::new();
     let mut id = StringBuilder::new();
     let mut num = Int64Builder::new();
     let mut uri = StringBuilder::new();
@@ -171,6 +184,7 @@ async fn record_file(lake: &Lake, r: FileRow<'_>) -> Result<()> {
     let mut status = StringBuilder::new();
     let mut counts: Vec<Int64Builder> = (0..4).map(|_| Int64Builder::new()).collect();
     let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    coll.append_value(r.collection);
     id.append_value(r.file_id);
     num.append_value(r.number);
     uri.append_value(r.uri);
@@ -182,6 +196,7 @@ async fn record_file(lake: &Lake, r: FileRow<'_>) -> Result<()> {
     at.append_value(now);
     let schema = vcf_files_schema();
     let mut cols: Vec<datafusion::arrow::array::ArrayRef> = vec![
+        Arc::new(coll.finish()),
         Arc::new(id.finish()),
         Arc::new(num.finish()),
         Arc::new(uri.finish()),
@@ -197,7 +212,7 @@ async fn record_file(lake: &Lake, r: FileRow<'_>) -> Result<()> {
 }
 
 /// Remove what an interrupted run committed for a file: its id range, and its samples.
-async fn remove_partial(lake: &Lake, file_id: &str, number: i64) -> Result<()> {
+async fn remove_partial(lake: &Lake, collection: &str, file_id: &str, number: i64) -> Result<()> {
     let lo = number << ROW_BITS;
     let hi = (number + 1) << ROW_BITS;
     for name in [VARIANTS, GENOTYPES, VARIANT_EFFECTS] {
@@ -210,7 +225,10 @@ async fn remove_partial(lake: &Lake, file_id: &str, number: i64) -> Result<()> {
     }
     if let Some(t) = lake.table(SAMPLES).await? {
         t.delete()
-            .with_predicate(format!("file_id = '{file_id}'"))
+            .with_predicate(format!(
+                "file_id = '{file_id}' AND collection = {}",
+                crate::lake::quote(collection)
+            ))
             .await
             .map_err(|e| Error::delta(SAMPLES, e))?;
     }
@@ -243,7 +261,7 @@ pub async fn ingest_vcf(
             !skip
         })
         .collect();
-    let (mut known, mut next_number) = known_files(lake).await?;
+    let (mut known, mut next_number) = known_files(lake, &opts.collection).await?;
     let recorded = super::recorded_errors(lake, SOURCE).await?;
     let bar = opts.progress.then(|| {
         let b = indicatif::ProgressBar::new_spinner();
@@ -284,7 +302,7 @@ pub async fn ingest_vcf(
         }
         let number = match &state {
             Some(s) => {
-                remove_partial(lake, &file_id, s.number).await?;
+                remove_partial(lake, &opts.collection, &file_id, s.number).await?;
                 s.number
             }
             None => {
@@ -293,6 +311,7 @@ pub async fn ingest_vcf(
                 record_file(
                     lake,
                     FileRow {
+                        collection: &opts.collection,
                         file_id: &file_id,
                         number: n,
                         uri: &uri,
@@ -348,11 +367,12 @@ pub async fn ingest_vcf(
                     });
                 }
                 if !samples.is_empty() {
-                    append_samples(lake, &samples, &file_id, &uri).await?;
+                    append_samples(lake, &opts.collection, &samples, &file_id, &uri).await?;
                 }
                 record_file(
                     lake,
                     FileRow {
+                        collection: &opts.collection,
                         file_id: &file_id,
                         number,
                         uri: &uri,
@@ -401,12 +421,20 @@ async fn commit_new_errors(
     Ok(rows.len() as u64)
 }
 
-async fn append_samples(lake: &Lake, samples: &[String], file_id: &str, uri: &str) -> Result<()> {
+async fn append_samples(
+    lake: &Lake,
+    collection: &str,
+    samples: &[String],
+    file_id: &str,
+    uri: &str,
+) -> Result<()> {
+    let mut coll = StringBuilder::new();
     let mut id = StringBuilder::new();
     let mut idx = Int32Builder::new();
     let mut f = StringBuilder::new();
     let mut u = StringBuilder::new();
     for (i, s) in samples.iter().enumerate() {
+        coll.append_value(collection);
         id.append_value(s);
         idx.append_value(i as i32);
         f.append_value(file_id);
@@ -416,6 +444,7 @@ async fn append_samples(lake: &Lake, samples: &[String], file_id: &str, uri: &st
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
+            Arc::new(coll.finish()),
             Arc::new(id.finish()),
             Arc::new(idx.finish()),
             Arc::new(f.finish()),
@@ -569,7 +598,7 @@ async fn ingest_file(
     }
     drop(rows_tx);
 
-    let mut sinks = Sinks::open(lake, &layout).await?;
+    let mut sinks = Sinks::open(lake, &layout, &opts.collection).await?;
     let mut pending: BTreeMap<u64, ChunkRows> = BTreeMap::new();
     let mut next_seq = 0u64;
     let (mut variants, mut genotypes, mut effects) = (0u64, 0u64, 0u64);
@@ -968,10 +997,23 @@ struct TableSink {
     /// The table's columns with this file's new ones added (also inside `info`): every
     /// batch is conformed to it, since the writer widens top-level columns only.
     target: SchemaRef,
+    collection: String,
 }
 
 impl TableSink {
-    async fn open(lake: &Lake, name: &'static str, schema: SchemaRef) -> Result<TableSink> {
+    async fn open(
+        lake: &Lake,
+        name: &'static str,
+        schema: SchemaRef,
+        collection: &str,
+    ) -> Result<TableSink> {
+        // The converters' rows (shared with `vcf_scan`, which has no collection) get the
+        // ingest's collection here, first, as every other lake table has it.
+        let schema = Arc::new(Schema::new(
+            std::iter::once(Arc::new(collection_field()))
+                .chain(schema.fields().iter().cloned())
+                .collect::<Vec<_>>(),
+        ));
         let table = match lake.table(name).await? {
             Some(t) => t,
             None => {
@@ -997,6 +1039,7 @@ impl TableSink {
             table,
             writer,
             target,
+            collection: collection.to_string(),
         })
     }
 
@@ -1004,7 +1047,11 @@ impl TableSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = conform(&batch, &self.target)?;
+        let collection: datafusion::arrow::array::ArrayRef =
+            Arc::new(datafusion::arrow::array::StringArray::from_iter_values(
+                std::iter::repeat_n(self.collection.as_str(), batch.num_rows()),
+            ));
+        let batch = conform(&batch, &self.target, Some(&collection))?;
         self.writer
             .write_with_mode(batch, WriteMode::MergeSchema)
             .await
@@ -1055,8 +1102,13 @@ fn merge_list(
 }
 
 /// A batch with exactly the target's columns: missing ones (also inside structs) null,
-/// others cast to the target's type where the layouts differ (e.g. Utf8 and Utf8View).
-fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+/// others cast to the target's type where the layouts differ (e.g. Utf8 and Utf8View);
+/// `collection`, where given, fills the column of that name.
+fn conform(
+    batch: &RecordBatch,
+    target: &SchemaRef,
+    collection: Option<&datafusion::arrow::array::ArrayRef>,
+) -> Result<RecordBatch> {
     use datafusion::arrow::array::{new_null_array, Array, ArrayRef, StructArray};
     fn fit(col: Option<&ArrayRef>, field: &Field, rows: usize) -> Result<ArrayRef> {
         let Some(col) = col else {
@@ -1085,23 +1137,30 @@ fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = target
         .fields()
         .iter()
-        .map(|f| fit(batch.column_by_name(f.name()), f, rows))
+        .map(|f| match collection {
+            Some(c) if f.name() == "collection" => fit(Some(c), f, rows),
+            _ => fit(batch.column_by_name(f.name()), f, rows),
+        })
         .collect::<Result<_>>()?;
     Ok(RecordBatch::try_new(target.clone(), cols)?)
 }
 
 impl Sinks {
-    async fn open(lake: &Lake, layout: &Layout) -> Result<Sinks> {
-        let variants = TableSink::open(lake, VARIANTS, layout.variants_schema()).await?;
+    async fn open(lake: &Lake, layout: &Layout, collection: &str) -> Result<Sinks> {
+        let variants =
+            TableSink::open(lake, VARIANTS, layout.variants_schema(), collection).await?;
         let genotypes = if layout.samples.is_empty() {
             None
         } else {
-            Some(TableSink::open(lake, GENOTYPES, layout.genotypes_schema()).await?)
+            Some(TableSink::open(lake, GENOTYPES, layout.genotypes_schema(), collection).await?)
         };
         let effects = if layout.effects.is_empty() {
             None
         } else {
-            Some(TableSink::open(lake, VARIANT_EFFECTS, convert::effects_schema()).await?)
+            Some(
+                TableSink::open(lake, VARIANT_EFFECTS, convert::effects_schema(), collection)
+                    .await?,
+            )
         };
         Ok(Sinks {
             variants,
