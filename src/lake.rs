@@ -383,6 +383,11 @@ fn register_cloud_handlers() {
     });
 }
 
+/// A string as a SQL literal, for the predicates the lake's own writes build.
+pub(crate) fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,9 +405,4 @@ mod tests {
         ));
         assert!("yesterday".parse::<AsOf>().is_err());
     }
-}
-
-/// A string as a SQL literal, for the predicates the lake's own writes build.
-pub(crate) fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }

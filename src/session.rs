@@ -64,12 +64,12 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
     let mut table_versions = BTreeMap::new();
     let lake_version = match as_of {
         None => {
-            for name in lake.table_names().await? {
-                if let Some(t) = lake.table(&name).await? {
-                    table_versions.insert(name.clone(), t.version().unwrap_or(0) as i64);
-                    register(&ctx, &name, &t).await?;
-                }
-            }
+            let names = lake.table_names().await?;
+            let opening = names.into_iter().map(|name| async move {
+                let t = lake.table(&name).await?;
+                Ok((name, t))
+            });
+            register_all(&ctx, opening, &mut table_versions).await?;
             newest
         }
         Some(AsOf::Version(v)) => {
@@ -79,24 +79,24 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
                     newest: newest.unwrap_or(0),
                 });
             };
-            for (name, tv) in &entry.table_versions {
-                if let Some(t) = lake.table_at_version(name, *tv).await? {
-                    register(&ctx, name, &t).await?;
-                    table_versions.insert(name.clone(), *tv);
-                }
-            }
+            let opening = entry.table_versions.iter().map(|(name, tv)| async move {
+                let t = lake.table_at_version(name, *tv).await?;
+                Ok((name.clone(), t))
+            });
+            register_all(&ctx, opening, &mut table_versions).await?;
             Some(*v)
         }
         Some(AsOf::Timestamp(at)) => {
-            for name in lake.table_names().await? {
-                if name == LAKE_LOG {
-                    continue;
-                }
-                if let Some(t) = lake.table_at_time(&name, *at).await? {
-                    table_versions.insert(name.clone(), t.version().unwrap_or(0) as i64);
-                    register(&ctx, &name, &t).await?;
-                }
-            }
+            let names = lake.table_names().await?;
+            let opening =
+                names
+                    .into_iter()
+                    .filter(|name| name != LAKE_LOG)
+                    .map(|name| async move {
+                        let t = lake.table_at_time(&name, *at).await?;
+                        Ok((name, t))
+                    });
+            register_all(&ctx, opening, &mut table_versions).await?;
             versions
                 .iter()
                 .rev()
@@ -192,12 +192,32 @@ pub(crate) async fn register_views(
     Ok(())
 }
 
-async fn register(ctx: &SessionContext, name: &str, table: &deltalake::DeltaTable) -> Result<()> {
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| Error::delta(name, e))?;
-    let provider = table.table_provider().await?;
-    ctx.register_table(name, expose(name, provider)?)?;
+/// Open the tables together (each open reads its Delta log: a short statement's time is
+/// mostly this), then register them with the versions read.
+async fn register_all<F>(
+    ctx: &SessionContext,
+    opening: impl Iterator<Item = F>,
+    table_versions: &mut BTreeMap<String, i64>,
+) -> Result<()>
+where
+    F: std::future::Future<Output = Result<(String, Option<deltalake::DeltaTable>)>>,
+{
+    let opened = futures::future::try_join_all(opening.map(|f| async move {
+        let (name, table) = f.await?;
+        let Some(table) = table else {
+            return Ok(None);
+        };
+        let provider = table.table_provider().await?;
+        Ok::<_, Error>(Some((name, table, provider)))
+    }))
+    .await?;
+    for (name, table, provider) in opened.into_iter().flatten() {
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| Error::delta(&name, e))?;
+        table_versions.insert(name.clone(), table.version().unwrap_or(0) as i64);
+        ctx.register_table(name.as_str(), expose(&name, provider)?)?;
+    }
     Ok(())
 }
 
