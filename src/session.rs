@@ -33,9 +33,15 @@ pub struct LakeSession {
     pub(crate) models: crate::functions::embed::Models,
 }
 
+/// The name of the catalog that holds the lake's tables.
+pub const CATALOG: &str = "medlake";
+
 /// A context with medlake's settings and functions, but no lake tables.
 pub fn plain_context() -> SessionContext {
     let config = SessionConfig::new()
+        // PostgreSQL clients of `medlake serve` connect to database "medlake" and look
+        // it up in pg_database, which lists the catalogs.
+        .with_default_catalog_and_schema(CATALOG, "public")
         .with_information_schema(true)
         // DICOM keywords are PascalCase column names: keep identifiers as typed.
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false)

@@ -432,6 +432,40 @@ async fn psql_psycopg_roles_policies_and_audit() {
         "{}",
         d.stdout
     );
+    // The catalog queries a JDBC client (DBeaver) sends on connecting: the database it
+    // names is there, with the role's tables and their columns.
+    assert_eq!(psql(port, "ana", "SELECT current_database()"), "medlake");
+    assert_eq!(
+        psql(
+            port,
+            "ana",
+            "SELECT count(*) FROM pg_catalog.pg_database db WHERE datname = 'medlake'"
+        ),
+        "1"
+    );
+    let relations = lines(&psql(
+        port,
+        "ana",
+        "SELECT c.relname FROM pg_catalog.pg_class c LEFT OUTER JOIN pg_catalog.pg_description d \
+         ON d.objoid = c.oid AND d.objsubid = 0 AND d.classoid = 'pg_class'::regclass \
+         WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public') \
+         AND c.relkind NOT IN ('i', 'I', 'c') ORDER BY 1",
+    ));
+    assert!(
+        relations.iter().any(|r| r == "series") && !relations.iter().any(|r| r == "audit_log"),
+        "{relations:?}"
+    );
+    let columns = lines(&psql(
+        port,
+        "ana",
+        "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+         LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+         WHERE NOT a.attisdropped AND c.relname = 'instances' ORDER BY a.attnum",
+    ));
+    assert!(
+        columns.iter().any(|c| c == "PatientID") && !columns.iter().any(|c| c == "PatientName"),
+        "{columns:?}"
+    );
     let tables = psql(port, "ana", "\\dt");
     assert!(
         tables.contains("instances") && tables.contains("reports") && !tables.contains("audit_log"),

@@ -121,7 +121,7 @@ async fn build_role_session(lake: &Lake, role_name: &str, role: &Role) -> Result
             )),
         )?;
     }
-    setup_pg_catalog(&rs.ctx, "datafusion", EmptyContextProvider)
+    setup_pg_catalog(&rs.ctx, crate::session::CATALOG, EmptyContextProvider)
         .map_err(|e| Error::Invalid(format!("pg_catalog: {e}")))?;
     for (table, why) in &rs.hidden {
         eprintln!("medlake serve: role {role_name}: table {table} is hidden: {why}");
