@@ -624,3 +624,169 @@ async fn deidentified_lakes_hold_no_identifiers_and_still_join() {
         count(&control, &search("effusion")).await
     );
 }
+
+/// moto's S3 server, stopped when dropped.
+struct Moto(std::process::Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> Option<Moto> {
+    if !python_has("moto.server, boto3") {
+        assert!(
+            !in_ci(),
+            "CI=true but python cannot import moto.server (tests/oracle/requirements.txt)"
+        );
+        eprintln!("skipping: moto[server] is not installed (tests/oracle/requirements.txt)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(python())
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Moto(child, port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some(server)
+}
+
+/// The secret of a lake on S3 is made once, on the store, and read back by later runs: a
+/// second ingest finds every instance under the same pseudonymous UIDs.
+#[test]
+fn an_s3_lake_keeps_its_secret_on_the_store() {
+    let Some(moto) = start_moto() else { return };
+    let endpoint = format!("http://127.0.0.1:{}", moto.1);
+    let medlake = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medlake"))
+            .args(args)
+            .env_remove("MEDLAKE_DEID_SECRET")
+            .env(
+                "MEDLAKE_CACHE_DIR",
+                std::env::temp_dir().join("medlake-test-cache"),
+            )
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "medlake {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let boto = |code: &str| -> String {
+        let out = std::process::Command::new(python())
+            .arg("-c")
+            .arg(format!(
+                "import boto3\ns3 = boto3.client('s3', endpoint_url='{endpoint}', \
+                 region_name='us-east-1', aws_access_key_id='testing', \
+                 aws_secret_access_key='testing')\n{code}"
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    boto("s3.create_bucket(Bucket='research')");
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let demo = medlake::synth::write_demo_corpus(&corpus).unwrap();
+    let lake = "s3://research/lake";
+    let corpus_arg = corpus.display().to_string();
+    let ingest = || -> serde_json::Value {
+        let out = medlake(&[
+            "--lake",
+            lake,
+            "ingest",
+            "dicom",
+            &corpus_arg,
+            "--deidentify",
+            "basic",
+            "--retain-dates",
+        ]);
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let first = ingest();
+    assert_eq!(
+        first["ingested"].as_u64(),
+        Some(demo.len() as u64),
+        "{first}"
+    );
+    let listing = boto(
+        "for o in s3.list_objects_v2(Bucket='research', Prefix='lake/_secrets/')['Contents']:\n\
+         \x20   print(o['Key'], o['Size'])",
+    );
+    assert!(
+        listing.contains("lake/_secrets/deidentify.key 32\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("lake/_secrets/deidentify.identifiers "),
+        "{listing}"
+    );
+    let again = ingest();
+    assert_eq!(
+        (again["ingested"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(demo.len() as u64)),
+        "{again}"
+    );
+    let links = tmp.path().join("samples.csv");
+    std::fs::write(&links, "sample_id,PatientID\nS1,DEMO-001\n").unwrap();
+    let links_arg = links.display().to_string();
+    medlake(&[
+        "--lake",
+        lake,
+        "link",
+        "samples",
+        &links_arg,
+        "--deidentify",
+        "basic",
+    ]);
+    let sql = |q: &str| medlake(&["--lake", lake, "sql", "-c", q, "--format", "csv"]);
+    let joined = sql(
+        "SELECT count(*) FROM sample_links s JOIN instances i ON s.\"PatientID\" = i.\"PatientID\"",
+    );
+    let demo_001 = demo
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("DEMO-001"))
+        .count();
+    assert_eq!(
+        joined.lines().nth(1),
+        Some(demo_001.to_string().as_str()),
+        "{joined}"
+    );
+    let leaks = sql(
+        "SELECT count(*) FROM instances WHERE \"PatientID\" LIKE 'DEMO%' \
+         OR \"PatientName\" LIKE '%DEMO%' OR file_uri LIKE '%DEMO%' OR dicom_json LIKE '%DEMO-0%'",
+    );
+    assert_eq!(leaks.lines().nth(1), Some("0"), "{leaks}");
+}

@@ -115,12 +115,17 @@ async fn write(lake: &Lake, name: &str, bytes: Vec<u8>, create_new: bool) -> Res
     } else {
         PutMode::Overwrite
     };
-    match store
-        .put_opts(&path, PutPayload::from(bytes), mode.into())
-        .await
-    {
+    let payload = PutPayload::from(bytes);
+    match store.put_opts(&path, payload.clone(), mode.into()).await {
         Ok(_) => Ok(true),
         Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        // A store without conditional writes (older MinIO): write it, as the lake's own
+        // commits do there (see AWS_S3_ALLOW_UNSAFE_RENAME).
+        Err(object_store::Error::NotImplemented { .. }) => store
+            .put(&path, payload)
+            .await
+            .map(|_| true)
+            .map_err(|e| Error::Invalid(format!("{u}: {e}"))),
         Err(e) => Err(Error::Invalid(format!("{u}: {e}"))),
     }
 }
