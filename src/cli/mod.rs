@@ -183,6 +183,8 @@ pub enum IngestCommand {
         /// Files per commit.
         #[arg(long, default_value_t = 5000)]
         batch_size: usize,
+        #[command(flatten)]
+        deid: DeidArgs,
     },
     /// Ingest radiology reports (CSV, JSONL, Parquet, Open-i/IU XML, DICOM SR; `.gz` is
     /// read directly) into the `reports` table and its search index.
@@ -209,6 +211,8 @@ pub enum IngestCommand {
         /// Exit with a failure status if any record could not be ingested.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        deid: DeidArgs,
     },
     /// Ingest VCF (plain, gzip, bgzip) and BCF files into `variants`, `genotypes`,
     /// `variant_effects` (snpEff ANN/EFF, VEP CSQ) and `samples`.
@@ -228,6 +232,36 @@ pub enum IngestCommand {
     },
 }
 
+/// De-identification at ingest (DICOM PS3.15 Annex E); see README.md.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeidArgs {
+    /// Apply a de-identification profile: `basic` (PS3.15 Annex E Basic Application Level
+    /// Confidentiality Profile). Identifiers become keyed pseudonyms (the lake's secret is
+    /// `_secrets/deidentify.key`, or MEDLAKE_DEID_SECRET), UIDs are remapped, private
+    /// attributes removed, report text scrubbed.
+    #[arg(long, value_name = "PROFILE", value_parser = crate::ingest::deidentify::PROFILES)]
+    deidentify: Option<String>,
+    /// Retain Longitudinal Temporal Information with Modified Dates: move dates by a
+    /// per-patient offset instead of removing them.
+    #[arg(long, requires = "deidentify")]
+    retain_dates: bool,
+    /// Retain Patient Characteristics: keep sex, age, size, weight, ethnic group,
+    /// smoking and pregnancy status.
+    #[arg(long, requires = "deidentify")]
+    retain_patient_characteristics: bool,
+}
+
+impl DeidArgs {
+    fn options(&self) -> Option<crate::ingest::deidentify::ProfileOptions> {
+        self.deidentify
+            .as_ref()
+            .map(|_| crate::ingest::deidentify::ProfileOptions {
+                retain_dates: self.retain_dates,
+                retain_patient_characteristics: self.retain_patient_characteristics,
+            })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LinkCommand {
     /// Map sample_id to PatientID from a CSV with a header row (columns `sample_id` and
@@ -239,6 +273,9 @@ pub enum LinkCommand {
         /// are per collection, and stored in its `collection` column.
         #[arg(long, default_value = "default")]
         collection: String,
+        /// Give each PatientID the pseudonym `ingest dicom --deidentify basic` gives it.
+        #[arg(long, value_name = "PROFILE", value_parser = crate::ingest::deidentify::PROFILES)]
+        deidentify: Option<String>,
     },
 }
 
@@ -338,11 +375,13 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
             collection,
             strict,
             batch_size,
+            deid,
         }) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
             let opts = DicomIngestOptions {
                 collection,
                 batch_size,
+                deidentify: deid.options(),
                 ..Default::default()
             };
             let summary = ingest_dicom(&lake, &inputs, &opts).await?;
@@ -380,6 +419,7 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
             collection,
             link_window_days,
             strict,
+            deid,
         }) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
             let mapping =
@@ -390,6 +430,7 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 language,
                 mapping,
                 link_window_days,
+                deidentify: deid.options(),
                 ..Default::default()
             };
             let s = crate::ingest::reports::ingest_reports(&lake, &inputs, &opts).await?;
@@ -471,9 +512,26 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Link(LinkCommand::Samples { csv, collection }) => {
+        Command::Link(LinkCommand::Samples {
+            csv,
+            collection,
+            deidentify,
+        }) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
-            let s = crate::ingest::sample_links::link_samples(&lake, &csv, &collection).await?;
+            let deid = match deidentify {
+                Some(_) => Some(
+                    crate::ingest::deidentify::Deidentifier::open(&lake, Default::default())
+                        .await?,
+                ),
+                None => None,
+            };
+            let s = crate::ingest::sample_links::link_samples_with(
+                &lake,
+                &csv,
+                &collection,
+                deid.as_deref(),
+            )
+            .await?;
             if std::io::stdout().is_terminal() {
                 println!(
                     "{} rows: {} linked, {} already linked, {} conflicts, {} invalid; lake version {}",

@@ -425,6 +425,11 @@ pub(crate) async fn series_files(
 
 /// The bytes of a file the lake points to: a `file://` URL or an object-store URL.
 pub(crate) async fn read_uri(uri: &str) -> Result<Vec<u8>> {
+    if uri.starts_with("deidentified:") {
+        return Err(Error::Invalid(format!(
+            "{uri}: ingested with --deidentify, so the lake does not record where the file is"
+        )));
+    }
     let url = Url::parse(uri).map_err(|e| Error::Invalid(format!("{uri}: {e}")))?;
     if url.scheme() == "file" {
         let path = url

@@ -5,6 +5,7 @@
 //! counts always add up (seen = ingested + duplicates + errors), and the `ingest_errors`
 //! table that records every file that could not be ingested, with its reason.
 
+pub mod deidentify;
 pub mod derived;
 pub mod dicom;
 pub mod reports;

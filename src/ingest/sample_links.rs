@@ -76,11 +76,24 @@ pub async fn link_samples(
     csv_path: &std::path::Path,
     collection: &str,
 ) -> Result<LinkSummary> {
+    link_samples_with(lake, csv_path, collection, None).await
+}
+
+/// [`link_samples`], with de-identification (`--deidentify basic`): each PatientID becomes
+/// its pseudonym, the one `ingest dicom --deidentify` gives the same patient, and the CSV's
+/// location is pseudonymized.
+pub async fn link_samples_with(
+    lake: &Lake,
+    csv_path: &std::path::Path,
+    collection: &str,
+    deidentify: Option<&crate::ingest::deidentify::Deidentifier>,
+) -> Result<LinkSummary> {
     let uri = url::Url::from_file_path(
         std::fs::canonicalize(csv_path).map_err(|e| Error::io(csv_path.display(), e))?,
     )
     .map(|u| u.to_string())
     .unwrap_or_else(|_| csv_path.display().to_string());
+    let uri = deidentify.map_or(uri.clone(), |d| d.uri(&uri));
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(csv_path)
@@ -123,6 +136,8 @@ pub async fn link_samples(
         };
         let sample = rec.get(si).unwrap_or("").trim();
         let patient = rec.get(pi).unwrap_or("").trim();
+        let pseudonym = deidentify.map(|d| d.patient_pseudonym(patient));
+        let patient = pseudonym.as_deref().unwrap_or(patient);
         if sample.is_empty() || patient.is_empty() {
             summary.invalid += 1;
             errors.push(ErrorRow {

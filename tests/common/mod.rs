@@ -91,6 +91,7 @@ pub async fn ingest(lake: &Lake, inputs: &[&Path], collection: &str) -> IngestSu
         collection: collection.to_string(),
         progress: false,
         batch_size: 64,
+        deidentify: None,
     };
     let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     ingest_dicom(lake, &inputs, &opts).await.expect("ingest")
@@ -102,6 +103,7 @@ pub async fn ingest_urls(lake: &Lake, inputs: &[String], collection: &str) -> In
         collection: collection.to_string(),
         progress: false,
         batch_size: 64,
+        deidentify: None,
     };
     ingest_dicom(lake, inputs, &opts).await.expect("ingest")
 }

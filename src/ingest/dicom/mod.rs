@@ -31,6 +31,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rayon::prelude::*;
 
+use super::deidentify::{Deidentifier, Identifier, ProfileOptions};
 use super::sources::SourceFile;
 use super::{ErrorRow, IngestSummary};
 use crate::error::Result;
@@ -48,6 +49,9 @@ pub struct DicomIngestOptions {
     pub batch_size: usize,
     /// Show a progress bar (only when standard output is a terminal).
     pub progress: bool,
+    /// Apply the PS3.15 Basic Profile with these options (`--deidentify basic`); see
+    /// [`crate::ingest::deidentify`].
+    pub deidentify: Option<ProfileOptions>,
 }
 
 impl Default for DicomIngestOptions {
@@ -56,6 +60,7 @@ impl Default for DicomIngestOptions {
             collection: "default".into(),
             batch_size: 5000,
             progress: std::io::stdout().is_terminal(),
+            deidentify: None,
         }
     }
 }
@@ -90,6 +95,9 @@ pub fn instances_schema() -> SchemaRef {
         // Set when the file's header was cut short (truncated file, or a length field
         // pointing past the end): the row holds the elements before the cut.
         Field::new("header_warning", DataType::Utf8, true),
+        // YES, LIKELY, NO or UNKNOWN: whether the pixels may show identifying text
+        // (crate::ingest::deidentify::burned_in).
+        Field::new("burned_in_annotation_risk", DataType::Utf8, false),
         Field::new("dicom_json", DataType::Utf8, false),
     ]);
     Arc::new(Schema::new(fields))
@@ -103,14 +111,23 @@ enum Parsed {
         hash: String,
         header: Box<read::Header>,
         json: String,
-        /// The report an SR document holds (also ingested into `reports`).
+        /// The report an SR document holds (also ingested into `reports`); as read, not
+        /// de-identified yet (that needs every identifier of the run).
         report: Option<Box<crate::ingest::reports::Report>>,
+        risk: &'static str,
+        /// With de-identification: the identifying values of the original header.
+        identifiers: Vec<Identifier>,
     },
     Failed(ErrorRow),
 }
 
-fn parse_file(file: &SourceFile) -> Parsed {
-    let uri = file.uri();
+fn parse_file(file: &SourceFile, deid: Option<&Deidentifier>) -> Parsed {
+    let source_uri = file.uri();
+    // A de-identified lake never records where a file was (paths name patients).
+    let uri = match deid {
+        Some(d) => d.uri(&source_uri),
+        None => source_uri.clone(),
+    };
     let fail = |size: Option<u64>, kind: &'static str, message: String| {
         Parsed::Failed(ErrorRow {
             file_uri: uri.clone(),
@@ -127,27 +144,44 @@ fn parse_file(file: &SourceFile) -> Parsed {
     let parsed = read::read_header(&mut src);
     // The fingerprint covers the header (every byte before PixelData) and the file size:
     // reading the pixel data of every file would defeat header-only ingest.
-    let mut hasher = blake3::Hasher::new();
+    // (Keyed when de-identifying, so that it cannot confirm a guess about a file.)
+    let mut hasher = match deid {
+        Some(d) => blake3::Hasher::new_keyed(&d.content_hash_key()),
+        None => blake3::Hasher::new(),
+    };
     hasher.update(src.header_bytes());
     hasher.update(&size.to_le_bytes());
     let hash = hasher.finalize().to_hex().to_string();
-    match parsed {
-        Ok(header) => match dicom_json::to_string(&header.obj) {
-            Ok(json) => Parsed::Ok {
-                report: crate::ingest::reports::sr::report_from_sr(&header.obj, &uri, "en")
-                    .ok()
-                    .flatten()
-                    .filter(|r| !r.text.trim().is_empty())
-                    .map(Box::new),
-                uri,
-                size,
-                hash,
-                header: Box::new(header),
-                json,
-            },
-            Err(e) => fail(Some(size), "malformed", format!("DICOM JSON encoding: {e}")),
+    let mut header = match parsed {
+        Ok(h) => h,
+        Err(f) => return fail(Some(size), f.kind, f.message),
+    };
+    let report = crate::ingest::reports::sr::report_from_sr(&header.obj, &source_uri, "en")
+        .ok()
+        .flatten()
+        .filter(|r| !r.text.trim().is_empty())
+        .map(Box::new);
+    let risk = super::deidentify::burned_in::risk(&header.obj);
+    let mut identifiers = Vec::new();
+    if let Some(d) = deid {
+        let obj = std::mem::replace(&mut header.obj, dicom_object::InMemDicomObject::new_empty());
+        let clean = d.header(obj, &header.sop_instance_uid);
+        header.obj = clean.obj;
+        header.sop_instance_uid = clean.sop_instance_uid;
+        identifiers = clean.identifiers;
+    }
+    match dicom_json::to_string(&header.obj) {
+        Ok(json) => Parsed::Ok {
+            report,
+            uri,
+            size,
+            hash,
+            header: Box::new(header),
+            json,
+            risk,
+            identifiers,
         },
-        Err(f) => fail(Some(size), f.kind, f.message),
+        Err(e) => fail(Some(size), "malformed", format!("DICOM JSON encoding: {e}")),
     }
 }
 
@@ -168,6 +202,7 @@ struct FileFacts<'a> {
     hash: &'a str,
     /// The header as DICOM JSON.
     json: &'a str,
+    risk: &'a str,
 }
 
 /// Accumulates the rows of one commit to `instances`.
@@ -183,6 +218,7 @@ struct InstanceBatch {
     frame_orientation: ListBuilder<Float64Builder>,
     frame_spacing: ListBuilder<Float64Builder>,
     warning: StringBuilder,
+    risk: StringBuilder,
     json: StringBuilder,
     rows: usize,
 }
@@ -201,6 +237,7 @@ impl InstanceBatch {
             frame_orientation: ListBuilder::new(Float64Builder::new()),
             frame_spacing: ListBuilder::new(Float64Builder::new()),
             warning: StringBuilder::new(),
+            risk: StringBuilder::new(),
             json: StringBuilder::new(),
             rows: 0,
         }
@@ -212,6 +249,7 @@ impl InstanceBatch {
             size,
             hash,
             json,
+            risk,
         } = file;
         self.collection.append_value(collection);
         self.header.push(&header.obj, &header.sop_instance_uid);
@@ -243,6 +281,7 @@ impl InstanceBatch {
             }
         }
         self.warning.append_option(header.warning.as_deref());
+        self.risk.append_value(risk);
         self.json.append_value(json);
         self.rows += 1;
     }
@@ -259,6 +298,7 @@ impl InstanceBatch {
         cols.push(Arc::new(self.frame_orientation.finish()));
         cols.push(Arc::new(self.frame_spacing.finish()));
         cols.push(Arc::new(self.warning.finish()));
+        cols.push(Arc::new(self.risk.finish()));
         cols.push(Arc::new(self.json.finish()));
         Ok(RecordBatch::try_new(instances_schema(), cols)?)
     }
@@ -300,6 +340,15 @@ pub async fn ingest_dicom(
     let mut known = known_instances(lake).await?;
     let mut recorded = super::recorded_errors(lake, SOURCE).await?;
     let mut summary = IngestSummary::default();
+    let deid = match opts.deidentify {
+        Some(o) => Some(Deidentifier::open(lake, o).await?),
+        None => None,
+    };
+    // The identifiers recorded in the lake's map (de-identification only).
+    let mut known_ids: std::collections::HashSet<Identifier> = match &deid {
+        Some(_) => Deidentifier::identifiers(lake).await?.into_iter().collect(),
+        None => Default::default(),
+    };
     let bar = opts.progress.then(|| progress_bar(files.len() as u64));
 
     // Parsing of the next batch runs while the current one is committed, so the cores do
@@ -309,7 +358,13 @@ pub async fn ingest_dicom(
         .map(|c| c.to_vec())
         .collect();
     let parse = |chunk: Vec<SourceFile>| {
-        tokio::task::spawn_blocking(move || chunk.par_iter().map(parse_file).collect::<Vec<_>>())
+        let deid = deid.clone();
+        tokio::task::spawn_blocking(move || {
+            chunk
+                .par_iter()
+                .map(|f| parse_file(f, deid.as_deref()))
+                .collect::<Vec<_>>()
+        })
     };
     let mut next = chunks.first().map(|c| parse(c.clone()));
     // SR documents are reports too: they go to `reports` after the instances are in.
@@ -326,8 +381,13 @@ pub async fn ingest_dicom(
         let now = Utc::now().timestamp_micros();
         let mut batch = InstanceBatch::new();
         let mut errors = Vec::new();
-        for p in parsed {
+        let mut new_ids = Vec::new();
+        for mut p in parsed {
             summary.files_seen += 1;
+            if let Parsed::Ok { identifiers, .. } = &mut p {
+                let ids = std::mem::take(identifiers);
+                new_ids.extend(ids.into_iter().filter(|i| !known_ids.contains(i)));
+            }
             let row = match p {
                 Parsed::Failed(row) => row,
                 Parsed::Ok {
@@ -337,6 +397,8 @@ pub async fn ingest_dicom(
                     header,
                     json,
                     report,
+                    risk,
+                    identifiers: _,
                 } => match known.get(&header.sop_instance_uid) {
                     Some((h, _)) if *h == hash => {
                         summary.duplicates += 1;
@@ -361,6 +423,7 @@ pub async fn ingest_dicom(
                             size,
                             hash: &hash,
                             json: &json,
+                            risk,
                         };
                         batch.push(&opts.collection, facts, &header, now);
                         known.insert(header.sop_instance_uid.clone(), (hash, uri));
@@ -373,6 +436,12 @@ pub async fn ingest_dicom(
             if recorded.insert((row.file_uri.clone(), row.error_kind.clone())) {
                 errors.push(row);
             }
+        }
+        // The identifiers first: an instance in the lake always has its identifiers in the
+        // map, so a report scrub never misses a patient the lake holds.
+        if !new_ids.is_empty() {
+            Deidentifier::record_identifiers(lake, &new_ids).await?;
+            known_ids.extend(new_ids);
         }
         if batch.rows > 0 {
             let rb = batch.finish()?;
@@ -390,8 +459,15 @@ pub async fn ingest_dicom(
     }
     if !sr_reports.is_empty() {
         let mut w = crate::ingest::reports::ReportWriter::open(lake, &opts.collection, 3).await?;
+        let scrubber = match &deid {
+            Some(_) => Some(Deidentifier::scrubber(lake).await?),
+            None => None,
+        };
         for r in sr_reports {
-            w.offer(r);
+            match (&deid, &scrubber) {
+                (Some(d), Some(s)) => w.offer(d.report(r, s)),
+                _ => w.offer(r),
+            };
         }
         w.flush(lake).await?;
     }

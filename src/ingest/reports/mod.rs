@@ -54,6 +54,9 @@ pub struct ReportIngestOptions {
     /// Reports per commit.
     pub batch_size: usize,
     pub progress: bool,
+    /// Pseudonymize the identifiers and scrub the text (`--deidentify basic`); see
+    /// [`crate::ingest::deidentify`]. Only `retain_dates` matters to reports.
+    pub deidentify: Option<crate::ingest::deidentify::ProfileOptions>,
 }
 
 impl Default for ReportIngestOptions {
@@ -66,6 +69,7 @@ impl Default for ReportIngestOptions {
             link_window_days: 3,
             batch_size: 200_000,
             progress: std::io::stdout().is_terminal(),
+            deidentify: None,
         }
     }
 }
@@ -343,6 +347,13 @@ pub async fn ingest_reports(
     let started = Instant::now();
     let files = super::sources::list(inputs).await?;
     let mut writer = ReportWriter::open(lake, &opts.collection, opts.link_window_days).await?;
+    let deid = match opts.deidentify {
+        Some(o) => Some((
+            crate::ingest::deidentify::Deidentifier::open(lake, o).await?,
+            crate::ingest::deidentify::Deidentifier::scrubber(lake).await?,
+        )),
+        None => None,
+    };
     let mut summary = ReportIngestSummary {
         files_seen: files.len() as u64,
         ..Default::default()
@@ -398,6 +409,29 @@ pub async fn ingest_reports(
             }
             continue;
         }
+        // De-identified before anything else sees them (on every core: the scrub is the
+        // costly part).
+        let items = match &deid {
+            Some((d, scrubber)) => {
+                use rayon::prelude::*;
+                items
+                    .into_par_iter()
+                    .map(|item| match item {
+                        formats::Item::Error(row) => {
+                            formats::Item::Error(d.error_row(row, scrubber))
+                        }
+                        formats::Item::Report { report, warnings } => formats::Item::Report {
+                            report: Box::new(d.report(*report, scrubber)),
+                            warnings: warnings
+                                .into_iter()
+                                .map(|w| d.error_row(w, scrubber))
+                                .collect(),
+                        },
+                    })
+                    .collect()
+            }
+            None => items,
+        };
         for item in items {
             summary.records_seen += 1;
             match item {
