@@ -17,6 +17,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use common::s3::{boto, default_cache, medlake_s3, start_moto};
 use common::{display_rows, in_ci, python, python_has, test_file};
 use medlake::ingest::deidentify::{Deidentifier, ProfileOptions};
 use medlake::ingest::dicom::{ingest_dicom, DicomIngestOptions};
@@ -626,97 +627,14 @@ async fn deidentified_lakes_hold_no_identifiers_and_still_join() {
     );
 }
 
-/// moto's S3 server, stopped when dropped.
-struct Moto(std::process::Child, u16);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto() -> Option<Moto> {
-    if !python_has("moto.server, boto3") {
-        assert!(
-            !in_ci(),
-            "CI=true but python cannot import moto.server (tests/oracle/requirements.txt)"
-        );
-        eprintln!("skipping: moto[server] is not installed (tests/oracle/requirements.txt)");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new(python())
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Moto(child, port);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Some(server)
-}
-
 /// The secret of a lake on S3 is made once, on the store, and read back by later runs: a
 /// second ingest finds every instance under the same pseudonymous UIDs.
 #[test]
 fn an_s3_lake_keeps_its_secret_on_the_store() {
     let Some(moto) = start_moto() else { return };
-    let endpoint = format!("http://127.0.0.1:{}", moto.1);
-    let medlake = |args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medlake"))
-            .args(args)
-            .env_remove("MEDLAKE_DEID_SECRET")
-            .env(
-                "MEDLAKE_CACHE_DIR",
-                std::env::temp_dir().join("medlake-test-cache"),
-            )
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ALLOW_HTTP", "true")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "medlake {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let boto = |code: &str| -> String {
-        let out = std::process::Command::new(python())
-            .arg("-c")
-            .arg(format!(
-                "import boto3\ns3 = boto3.client('s3', endpoint_url='{endpoint}', \
-                 region_name='us-east-1', aws_access_key_id='testing', \
-                 aws_secret_access_key='testing')\n{code}"
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let endpoint = moto.endpoint.clone();
+    let medlake = |args: &[&str]| medlake_s3(&endpoint, args, &default_cache());
+    let boto = |code: &str| boto(&endpoint, code);
     boto("s3.create_bucket(Bucket='research')");
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use common::s3::{boto, default_cache, medlake_s3, start_moto};
 
 use medlake::Lake;
 
@@ -57,107 +57,14 @@ async fn file_urls_read_through_object_store_like_paths() {
     assert_eq!((s3.files_seen, s3.ingested), (1, 1));
 }
 
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Run a Python snippet against the S3 server (boto3 comes with moto).
-fn boto(endpoint: &str, code: &str) {
-    let script = format!(
-        "import boto3, pathlib, sys\n\
-         s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1',\n\
-             aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}"
-    );
-    let out = Command::new(common::python())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn medlake(endpoint: &str, args: &[&str]) -> String {
-    medlake_with_cache(
-        endpoint,
-        args,
-        &std::env::temp_dir().join("medlake-test-cache"),
-    )
-}
-
-/// Run medlake with its local cache (where a remote lake's report index lives) at `cache`.
-fn medlake_with_cache(endpoint: &str, args: &[&str], cache: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_medlake"))
-        .args(args)
-        .env("MEDLAKE_CACHE_DIR", cache)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "medlake {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    medlake_s3(endpoint, args, &default_cache())
 }
 
 #[test]
 fn s3_lake_and_s3_sources() {
-    let has_moto = common::python_has("moto.server, boto3");
-    if !has_moto {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but python cannot import moto.server (pip install -r tests/oracle/requirements.txt)"
-        );
-        eprintln!("skipping: moto[server] is not installed (pip install -r tests/oracle/requirements.txt)");
-        return;
-    }
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let _server = Moto(
-        Command::new(common::python())
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // Wait for the server.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "moto server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let Some(moto) = start_moto() else { return };
+    let endpoint = moto.endpoint.clone();
 
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
@@ -236,7 +143,7 @@ fn s3_lake_and_s3_sources() {
         ),
     );
     let cache = tmp.path().join("cache-a");
-    let out = medlake_with_cache(
+    let out = medlake_s3(
         &endpoint,
         &[
             "--lake",
@@ -258,7 +165,7 @@ fn s3_lake_and_s3_sources() {
     assert_eq!(manifests.len(), 1, "the index lives in the local cache");
     let affirmed = "SELECT report_id FROM report_search('nodule', 'affirmed') ORDER BY report_id";
     let expected = "report_id\nRPT-0001\nRPT-0003\nRPT-0007\n";
-    let found = medlake_with_cache(
+    let found = medlake_s3(
         &endpoint,
         &["--lake", lake, "sql", "-c", affirmed, "--format", "csv"],
         &cache,
@@ -266,7 +173,7 @@ fn s3_lake_and_s3_sources() {
     assert_eq!(found, expected);
     // Another machine (an empty cache) builds its own copy from the table on S3.
     let other = tmp.path().join("cache-b");
-    let found = medlake_with_cache(
+    let found = medlake_s3(
         &endpoint,
         &["--lake", lake, "sql", "-c", affirmed, "--format", "csv"],
         &other,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 
 use medlake::ingest::dicom::{ingest_dicom, DicomIngestOptions};
@@ -76,6 +78,17 @@ pub fn in_ci() -> bool {
 /// The Python that runs the reference oracles (`PYTHON`, default `python3`).
 pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A finished command's standard output, after asserting that it succeeded (`what` and its
+/// standard error name it otherwise).
+pub fn stdout_of(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Whether that Python can import all of these modules.
