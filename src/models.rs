@@ -54,11 +54,12 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// The built-in filter-bank model's entry.
-    pub fn builtin() -> ModelEntry {
+    /// The built-in filter-bank model's entry. Building it means building the model (for
+    /// its sha256 and memory plan, tens of milliseconds), so it is made on first use, not
+    /// when a session opens.
+    pub fn builtin() -> &'static ModelEntry {
         static ENTRY: OnceLock<ModelEntry> = OnceLock::new();
-        ENTRY
-            .get_or_init(|| ModelEntry {
+        ENTRY.get_or_init(|| ModelEntry {
                 name: builtin::NAME.to_string(),
                 sha256: sha256_hex(&builtin::onnx_bytes()),
                 file_uri: None,
@@ -72,7 +73,6 @@ impl ModelEntry {
                     .map(|m| medlake_udfs::model::MemoryPlan { peak_node: 0, ..m }),
                 builtin: true,
             })
-            .clone()
     }
 
     /// The rows of `embeddings` (and the vectors cached) that this entry computed: its
@@ -148,9 +148,34 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The models recorded in the lake's newest `models` version, by name, plus the built-in
-/// model when it is not recorded.
-pub async fn registered(lake: &Lake) -> Result<HashMap<String, ModelEntry>> {
+/// The models a lake knows: those recorded in a `models` version, by name, and the
+/// built-in model, which resolves by name whether or not it is recorded.
+#[derive(Debug, Default)]
+pub struct Registry {
+    recorded: HashMap<String, ModelEntry>,
+}
+
+impl Registry {
+    /// The model called `name`: its recorded row, else the built-in model by its name.
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.recorded
+            .get(name)
+            .or_else(|| (name == builtin::NAME).then(ModelEntry::builtin))
+    }
+
+    /// Every name that resolves, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.recorded.keys().map(String::as_str).collect();
+        if !self.recorded.contains_key(builtin::NAME) {
+            names.push(builtin::NAME);
+        }
+        names.sort();
+        names
+    }
+}
+
+/// The models of the lake's newest `models` version.
+pub async fn registered(lake: &Lake) -> Result<Registry> {
     let t = lake.table(MODELS).await?;
     registered_in(t).await
 }
@@ -159,7 +184,7 @@ pub async fn registered(lake: &Lake) -> Result<HashMap<String, ModelEntry>> {
 pub async fn registered_at(
     lake: &Lake,
     version: Option<i64>,
-) -> Result<HashMap<String, ModelEntry>> {
+) -> Result<Registry> {
     let t = match version {
         Some(v) => lake.table_at_version(MODELS, v).await?,
         None => None,
@@ -167,10 +192,8 @@ pub async fn registered_at(
     registered_in(t).await
 }
 
-async fn registered_in(
-    table: Option<deltalake::DeltaTable>,
-) -> Result<HashMap<String, ModelEntry>> {
-    let mut out = HashMap::new();
+async fn registered_in(table: Option<deltalake::DeltaTable>) -> Result<Registry> {
+    let mut recorded = HashMap::new();
     if let Some(t) = table {
         let ctx = datafusion::prelude::SessionContext::new();
         ctx.register_table(MODELS, t.table_provider().await?)?;
@@ -181,13 +204,11 @@ async fn registered_in(
             .await?;
         for b in &batches {
             for e in entries_from_batch(b)? {
-                out.insert(e.name.clone(), e);
+                recorded.insert(e.name.clone(), e);
             }
         }
     }
-    out.entry(builtin::NAME.to_string())
-        .or_insert_with(ModelEntry::builtin);
-    Ok(out)
+    Ok(Registry { recorded })
 }
 
 /// The rows of a `models` batch (read back from Delta, so strings may be views).

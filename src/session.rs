@@ -65,20 +65,26 @@ pub fn plain_context() -> SessionContext {
 /// Open a session over the lake, at its newest state or as of a point in its history.
 pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSession> {
     let ctx = plain_context();
-    let versions = lake.lake_versions().await?;
-    let newest = versions.last().map(|v| v.lake_version);
     let mut table_versions = BTreeMap::new();
     let lake_version = match as_of {
         None => {
+            // The lake log is read beside the tables: a CLI statement pays for opening
+            // the lake every time it runs.
             let names = lake.table_names().await?;
             let opening = names.into_iter().map(|name| async move {
                 let t = lake.table(&name).await?;
                 Ok((name, t))
             });
-            register_all(&ctx, opening, &mut table_versions).await?;
-            newest
+            let (versions, ()) = futures::future::try_join(
+                lake.lake_versions(),
+                register_all(&ctx, opening, &mut table_versions),
+            )
+            .await?;
+            versions.last().map(|v| v.lake_version)
         }
         Some(AsOf::Version(v)) => {
+            let versions = lake.lake_versions().await?;
+            let newest = versions.last().map(|v| v.lake_version);
             let Some(entry) = versions.iter().find(|e| e.lake_version == *v) else {
                 return Err(Error::NoSuchLakeVersion {
                     requested: *v,
@@ -93,6 +99,7 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
             Some(*v)
         }
         Some(AsOf::Timestamp(at)) => {
+            let versions = lake.lake_versions().await?;
             let names = lake.table_names().await?;
             let opening =
                 names

@@ -164,15 +164,9 @@ pub(crate) async fn embed_series(
 pub async fn resolve_model(lake: &Lake, name: &str) -> Result<ModelEntry> {
     let models = crate::models::registered(lake).await?;
     models.get(name).cloned().ok_or_else(|| {
-        let mut known: Vec<&String> = models.keys().collect();
-        known.sort();
         Error::Invalid(format!(
             "no model {name:?} in this lake (models: {}); add one with `medlake model add`",
-            known
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            models.names().join(", ")
         ))
     })
 }

@@ -56,7 +56,7 @@ use crate::models::ModelEntry;
 use crate::tables::{COMPUTE_ERRORS, EMBEDDINGS, INSTANCES};
 
 /// The models a session knows, by name (those in its `models` version, and the built-in).
-pub type Models = Arc<HashMap<String, ModelEntry>>;
+pub type Models = Arc<crate::models::Registry>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
@@ -140,8 +140,7 @@ impl EmbedFunc {
             (None, Kind::Predict) => return plan_err!("predict needs a model name"),
         };
         self.models.get(name).ok_or_else(|| {
-            let mut known: Vec<&str> = self.models.keys().map(String::as_str).collect();
-            known.sort();
+            let known = self.models.names();
             DataFusionError::Plan(format!(
                 "{}: no model {name:?} in this lake (models: {})",
                 self.name(),
