@@ -243,7 +243,14 @@ def scan(needles_path, lake, out_path):
         needles = json.load(f)["needles"]
     compiled = [(n["kind"], n["value"], re.compile(pattern(n["value"]))) for n in needles]
     as_bytes = [(k, v, re.compile(pattern(v).encode("utf-8"))) for k, v, _ in compiled]
-    long_bytes = [(k, v, p) for k, v, p in as_bytes if len(v.encode("utf-8")) >= 4]
+    # Binary index files are matched only against needles of 6 bytes or more: a 4-byte
+    # needle such as PatientID "0010" turns up by chance in a few MB of random-looking
+    # postings (about once per thousand runs, since the content moves with the lake's
+    # random secret), which would make the scan flaky without finding anything real.
+    long_bytes = [(k, v, p) for k, v, p in as_bytes if len(v.encode("utf-8")) >= 6]
+    # Generated UUIDs (Delta file names and transaction ids) are not data, and a 4-hex-digit
+    # group of one can equal a short numeric identifier.
+    uuid = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
     # One pass per text instead of one per needle: a combined pattern finds candidates.
     combined = re.compile("|".join(f"(?:{pattern(v)})" for _, v, _ in compiled)) if compiled else None
     combined_b = re.compile(b"|".join(b"(?:" + p.pattern + b")" for _, _, p in as_bytes)) if as_bytes else None
@@ -270,7 +277,7 @@ def scan(needles_path, lake, out_path):
             rel = os.path.relpath(path, lake)
             files += 1
             with open(path, "rb") as f:
-                data = f.read()
+                data = uuid.sub(b"<uuid>", f.read())
             compressed = name.endswith(".parquet") or name.endswith(".store")
             binary = os.path.splitext(name)[1] in (".term", ".idx", ".pos", ".fieldnorm", ".fast")
             if not compressed and combined_b is not None and combined_b.search(data):
