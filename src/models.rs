@@ -60,19 +60,19 @@ impl ModelEntry {
     pub fn builtin() -> &'static ModelEntry {
         static ENTRY: OnceLock<ModelEntry> = OnceLock::new();
         ENTRY.get_or_init(|| ModelEntry {
-                name: builtin::NAME.to_string(),
-                sha256: sha256_hex(&builtin::onnx_bytes()),
-                file_uri: None,
-                source: "built-in".to_string(),
-                preprocess: builtin::preprocess(),
-                output: None,
-                output_dim: Some(builtin::DIM),
-                memory: builtin::preprocess()
-                    .size
-                    .and_then(|[d, h, w]| builtin::model().memory(&[vec![1, 1, d, h, w]]).ok())
-                    .map(|m| medlake_udfs::model::MemoryPlan { peak_node: 0, ..m }),
-                builtin: true,
-            })
+            name: builtin::NAME.to_string(),
+            sha256: sha256_hex(&builtin::onnx_bytes()),
+            file_uri: None,
+            source: "built-in".to_string(),
+            preprocess: builtin::preprocess(),
+            output: None,
+            output_dim: Some(builtin::DIM),
+            memory: builtin::preprocess()
+                .size
+                .and_then(|[d, h, w]| builtin::model().memory(&[vec![1, 1, d, h, w]]).ok())
+                .map(|m| medlake_udfs::model::MemoryPlan { peak_node: 0, ..m }),
+            builtin: true,
+        })
     }
 
     /// The rows of `embeddings` (and the vectors cached) that this entry computed: its
@@ -181,10 +181,7 @@ pub async fn registered(lake: &Lake) -> Result<Registry> {
 }
 
 /// As [`registered`], at a given `models` version (`None`: the table does not exist).
-pub async fn registered_at(
-    lake: &Lake,
-    version: Option<i64>,
-) -> Result<Registry> {
+pub async fn registered_at(lake: &Lake, version: Option<i64>) -> Result<Registry> {
     let t = match version {
         Some(v) => lake.table_at_version(MODELS, v).await?,
         None => None,
