@@ -260,7 +260,15 @@ fn list_of(t: DataType) -> DataType {
 }
 
 fn list_builder<T: ArrayBuilder>(values: T, t: DataType) -> ListBuilder<T> {
-    ListBuilder::new(values).with_field(Arc::new(Field::new("element", t, true)))
+    list_builder_with_capacity(values, t, 0)
+}
+
+fn list_builder_with_capacity<T: ArrayBuilder>(
+    values: T,
+    t: DataType,
+    rows: usize,
+) -> ListBuilder<T> {
+    ListBuilder::with_capacity(values, rows).with_field(Arc::new(Field::new("element", t, true)))
 }
 
 /// A value that disagrees with the header, or a record that could not be read.
@@ -374,20 +382,34 @@ enum Builder {
 
 impl Builder {
     fn new(c: &Col) -> Builder {
+        Builder::with_capacity(c, 0)
+    }
+
+    /// A builder sized for `rows` values, so that a chunk's genotype columns (hundreds of
+    /// thousands of rows) are not grown by doubling, one copy per doubling.
+    fn with_capacity(c: &Col, rows: usize) -> Builder {
+        // Lists of Number=R/G hold two or three items for a biallelic site.
+        let items = rows * 3;
         match (c.kind, c.list) {
-            (Kind::Int, false) => Builder::Int(Int32Builder::new()),
-            (Kind::Float, false) => Builder::Float(Float32Builder::new()),
-            (Kind::Flag, _) => Builder::Flag(BooleanBuilder::new()),
-            (Kind::Str, false) => Builder::Str(StringBuilder::new()),
-            (Kind::Int, true) => {
-                Builder::IntList(list_builder(Int32Builder::new(), DataType::Int32))
-            }
-            (Kind::Float, true) => {
-                Builder::FloatList(list_builder(Float32Builder::new(), DataType::Float32))
-            }
-            (Kind::Str, true) => {
-                Builder::StrList(list_builder(StringBuilder::new(), DataType::Utf8))
-            }
+            (Kind::Int, false) => Builder::Int(Int32Builder::with_capacity(rows)),
+            (Kind::Float, false) => Builder::Float(Float32Builder::with_capacity(rows)),
+            (Kind::Flag, _) => Builder::Flag(BooleanBuilder::with_capacity(rows)),
+            (Kind::Str, false) => Builder::Str(StringBuilder::with_capacity(rows, rows * 4)),
+            (Kind::Int, true) => Builder::IntList(list_builder_with_capacity(
+                Int32Builder::with_capacity(items),
+                DataType::Int32,
+                rows,
+            )),
+            (Kind::Float, true) => Builder::FloatList(list_builder_with_capacity(
+                Float32Builder::with_capacity(items),
+                DataType::Float32,
+                rows,
+            )),
+            (Kind::Str, true) => Builder::StrList(list_builder_with_capacity(
+                StringBuilder::with_capacity(items, items * 4),
+                DataType::Utf8,
+                rows,
+            )),
         }
     }
 
@@ -487,16 +509,26 @@ struct GenotypeBuilders {
 }
 
 impl GenotypeBuilders {
-    fn new(layout: &Layout) -> Self {
+    /// Builders for about `rows` genotype rows.
+    fn new(layout: &Layout, rows: usize) -> Self {
+        let sample_len = layout.samples.iter().map(String::len).max().unwrap_or(0);
         GenotypeBuilders {
-            id: Int64Builder::new(),
-            sample: StringBuilder::new(),
-            chrom: StringBuilder::new(),
-            pos: Int64Builder::new(),
-            alleles: list_builder(Int32Builder::new(), DataType::Int32),
-            phased: BooleanBuilder::new(),
-            alt_count: Int8Builder::new(),
-            formats: layout.formats.iter().map(Builder::new).collect(),
+            id: Int64Builder::with_capacity(rows),
+            sample: StringBuilder::with_capacity(rows, rows * sample_len),
+            chrom: StringBuilder::with_capacity(rows, rows * 5),
+            pos: Int64Builder::with_capacity(rows),
+            alleles: list_builder_with_capacity(
+                Int32Builder::with_capacity(rows * 2),
+                DataType::Int32,
+                rows,
+            ),
+            phased: BooleanBuilder::with_capacity(rows),
+            alt_count: Int8Builder::with_capacity(rows),
+            formats: layout
+                .formats
+                .iter()
+                .map(|c| Builder::with_capacity(c, rows))
+                .collect(),
         }
     }
 
@@ -722,7 +754,7 @@ pub fn convert<R: Record + SampleText>(
     let mut v_info: Vec<Builder> = layout.info.iter().map(Builder::new).collect();
     let mut v_source = StringBuilder::new();
 
-    let mut g = GenotypeBuilders::new(layout);
+    let mut g = GenotypeBuilders::new(layout, records.len() * n_samples);
     let mut scratch = vec![ColValues::default(); layout.formats.len()];
     let mut scratch_gt = GtValues::default();
 
