@@ -64,6 +64,101 @@ pub fn plain_context() -> SessionContext {
 
 /// Open a session over the lake, at its newest state or as of a point in its history.
 pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSession> {
+    open_session_with(lake, as_of, None).await
+}
+
+/// Open a session for a script known in advance (`medlake sql -c` and `-f`). At the
+/// newest state, only the tables its statements read are opened, where the text tells
+/// which ([`tables_read_by`]): opening a Delta table reads its log, and a short statement's
+/// process is mostly that.
+pub async fn open_session_for_script(
+    lake: &Lake,
+    as_of: Option<&AsOf>,
+    sql: &str,
+) -> Result<LakeSession> {
+    let only = match as_of {
+        None => tables_read_by(lake, sql).await?,
+        Some(_) => None,
+    };
+    open_session_with(lake, as_of, only.as_ref()).await
+}
+
+/// The functions that read lake tables of their own, or that report on every table read,
+/// and the catalogs that list the tables: a script that names one needs the whole lake.
+const READS_THE_LAKE: &[&str] = &[
+    "report_search",
+    "text_match",
+    "lake_version",
+    "as_of",
+    "ct_findings",
+    "embed",
+    "predict",
+    "similar_series",
+    "information_schema",
+    "pg_catalog",
+];
+
+/// The lake tables a script reads, when its text tells: every statement is a query that
+/// names only lake tables and shipped views, and none mentions a function that reads
+/// tables of its own ([`READS_THE_LAKE`], matched as text, so a column that merely contains
+/// such a name also opens the whole lake). `None`: open every table.
+pub async fn tables_read_by(
+    lake: &Lake,
+    sql: &str,
+) -> Result<Option<std::collections::BTreeSet<String>>> {
+    use datafusion::sql::parser::{DFParser, Statement};
+    use datafusion::sql::sqlparser::{ast, dialect::GenericDialect};
+    let lower = sql.to_ascii_lowercase();
+    if READS_THE_LAKE.iter().any(|f| lower.contains(f)) {
+        return Ok(None);
+    }
+    let Ok(statements) = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}) else {
+        return Ok(None);
+    };
+    let tables: std::collections::BTreeSet<String> =
+        lake.table_names().await?.into_iter().collect();
+    let mut read = std::collections::BTreeSet::new();
+    for stmt in &statements {
+        let is_query =
+            matches!(stmt, Statement::Statement(s) if matches!(**s, ast::Statement::Query(_)));
+        if !is_query {
+            return Ok(None);
+        }
+        // Identifiers are kept as typed in medlake sessions (PascalCase keywords).
+        let Ok((relations, _ctes)) =
+            datafusion::sql::resolve::resolve_table_references(stmt, false)
+        else {
+            return Ok(None);
+        };
+        for r in relations {
+            let in_lake_schema = matches!(
+                (r.catalog(), r.schema()),
+                (None, None) | (None, Some("public")) | (Some(CATALOG), Some("public"))
+            );
+            if !in_lake_schema {
+                return Ok(None);
+            }
+            let name = r.table();
+            if tables.contains(name) {
+                read.insert(name.to_string());
+            } else if let Some((_, needs, _)) = VIEWS.iter().find(|(v, ..)| *v == name) {
+                read.extend(needs.iter().map(|t| t.to_string()));
+                read.insert(crate::tables::SAMPLE_LINKS.to_string());
+            } else {
+                // A table function, or a table that does not exist (whose error should
+                // read as it always does).
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(read))
+}
+
+async fn open_session_with(
+    lake: &Lake,
+    as_of: Option<&AsOf>,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<LakeSession> {
     let ctx = plain_context();
     let mut table_versions = BTreeMap::new();
     let lake_version = match as_of {
@@ -71,7 +166,10 @@ pub async fn open_session(lake: &Lake, as_of: Option<&AsOf>) -> Result<LakeSessi
             // The lake log is read beside the tables: a CLI statement pays for opening
             // the lake every time it runs.
             let names = lake.table_names().await?;
-            let opening = names.into_iter().map(|name| async move {
+            let names = names
+                .into_iter()
+                .filter(|name| only.is_none_or(|o| o.contains(name)));
+            let opening = names.map(|name| async move {
                 let t = lake.table(&name).await?;
                 Ok((name, t))
             });
@@ -313,5 +411,91 @@ impl TableProvider for LatestTable {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    /// A lake whose tables hold one nullable column and no rows.
+    async fn lake_with(tables: &[&str]) -> (tempfile::TempDir, Lake) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        for t in tables {
+            lake.append(t, schema.clone(), vec![], "test")
+                .await
+                .unwrap();
+        }
+        (dir, lake)
+    }
+
+    #[tokio::test]
+    async fn a_script_opens_only_the_tables_it_names() {
+        let (_dir, lake) =
+            lake_with(&["series", "instances", "variants", "genotypes", "reports"]).await;
+        let read = |sql: &'static str| {
+            let lake = lake.clone();
+            async move {
+                tables_read_by(&lake, sql)
+                    .await
+                    .unwrap()
+                    .map(|s| s.into_iter().collect::<Vec<_>>().join(","))
+            }
+        };
+        assert_eq!(read("SELECT 1").await.as_deref(), Some(""));
+        assert_eq!(
+            read("SELECT count(*) FROM series").await.as_deref(),
+            Some("series")
+        );
+        assert_eq!(
+            read("SELECT * FROM series s JOIN medlake.public.instances i ON s.x = i.x; SELECT * FROM public.variants")
+                .await
+                .as_deref(),
+            Some("instances,series,variants")
+        );
+        // A CTE is not a table; the table it reads is.
+        assert_eq!(
+            read("WITH v AS (SELECT * FROM variants) SELECT * FROM v")
+                .await
+                .as_deref(),
+            Some("variants")
+        );
+        // A shipped view brings the tables it reads.
+        assert_eq!(
+            read("SELECT * FROM gene_carriers").await.as_deref(),
+            Some("genotypes,sample_links,variant_effects,variants")
+        );
+        // Everything else opens the whole lake.
+        for sql in [
+            "SELECT * FROM report_search('effusion')",
+            "SELECT * FROM reports WHERE text_match(text, 'effusion')",
+            "SELECT * FROM series WHERE embed(x) IS NULL",
+            "SELECT * FROM lake_version()",
+            "SELECT * FROM information_schema.tables",
+            "SELECT * FROM no_such_table",
+            "SELECT * FROM other.series",
+            "CREATE VIEW v AS SELECT * FROM series",
+            "SHOW TABLES",
+            "SELECT * FROM",
+        ] {
+            assert_eq!(read(sql).await, None, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_script_session_registers_only_the_named_tables() {
+        let (_dir, lake) = lake_with(&["series", "instances"]).await;
+        let s = open_session_for_script(&lake, None, "SELECT count(*) FROM series")
+            .await
+            .unwrap();
+        assert!(s.ctx.table_exist("series").unwrap());
+        assert!(!s.ctx.table_exist("instances").unwrap());
+        let all = open_session_for_script(&lake, None, "SHOW TABLES")
+            .await
+            .unwrap();
+        assert!(all.ctx.table_exist("instances").unwrap());
     }
 }

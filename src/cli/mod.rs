@@ -568,7 +568,6 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
         Command::Sql(args) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
             let as_of = args.as_of.as_deref().map(str::parse::<AsOf>).transpose()?;
-            let session = crate::session::open_session(&lake, as_of.as_ref()).await?;
             let mut sql = args.commands.join(";\n");
             if let Some(f) = &args.file {
                 let text =
@@ -577,9 +576,12 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 sql.push_str(&text);
             }
             if sql.trim().trim_matches(';').trim().is_empty() {
+                let session = crate::session::open_session(&lake, as_of.as_ref()).await?;
                 repl::run(&session, &lake).await?;
                 return Ok(ExitCode::SUCCESS);
             }
+            let session =
+                crate::session::open_session_for_script(&lake, as_of.as_ref(), &sql).await?;
             let mut sink = output::Sink::open(args.format, args.output.as_deref())?;
             statements::run_all(&session.ctx, &sql, &mut sink).await?;
             sink.finish()?;
