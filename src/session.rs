@@ -22,7 +22,8 @@ use crate::tables::MODELS;
 /// A session over a lake, and what it read.
 pub struct LakeSession {
     pub ctx: SessionContext,
-    /// The lake version read (`None` when the lake has none yet, or for a timestamp read).
+    /// The lake version read (`None` when the lake has none yet, for a timestamp read, or
+    /// for a script session that opened only the tables it names).
     pub lake_version: Option<i64>,
     /// The Delta version of each registered table.
     pub table_versions: BTreeMap<String, i64>,
@@ -173,12 +174,17 @@ async fn open_session_with(
                 let t = lake.table(&name).await?;
                 Ok((name, t))
             });
-            let (versions, ()) = futures::future::try_join(
-                lake.lake_versions(),
-                register_all(&ctx, opening, &mut table_versions),
-            )
-            .await?;
-            versions.last().map(|v| v.lake_version)
+            let registering = register_all(&ctx, opening, &mut table_versions);
+            if only.is_some() {
+                // The lake version is read by scanning the lake log, and only
+                // `lake_version()` (which opens the whole lake) shows it.
+                registering.await?;
+                None
+            } else {
+                let (versions, ()) =
+                    futures::future::try_join(lake.lake_versions(), registering).await?;
+                versions.last().map(|v| v.lake_version)
+            }
         }
         Some(AsOf::Version(v)) => {
             let versions = lake.lake_versions().await?;
