@@ -333,6 +333,33 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A command's summary on stdout: a sentence at a terminal (and, where rows went to a
+/// table, the query that shows them), one JSON object for scripts. Exit status 2 when
+/// `failed`.
+fn print_summary<S: serde::Serialize>(
+    summary: &S,
+    line: String,
+    see: Option<&str>,
+    failed: bool,
+) -> ExitCode {
+    if std::io::stdout().is_terminal() {
+        println!("{line}");
+        if let Some(query) = see {
+            println!("see: medlake sql -c \"{query}\"");
+        }
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string(summary).expect("the summary serializes")
+        );
+    }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 async fn run(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
@@ -385,31 +412,23 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 ..Default::default()
             };
             let summary = ingest_dicom(&lake, &inputs, &opts).await?;
-            if std::io::stdout().is_terminal() {
-                println!(
-                    "{} files: {} ingested, {} duplicates, {} errors in {:.2} s ({:.0} files/s); lake version {}",
-                    summary.files_seen,
-                    summary.ingested,
-                    summary.duplicates,
-                    summary.errors,
-                    summary.seconds,
-                    summary.files_seen as f64 / summary.seconds.max(1e-9),
-                    summary.lake_version
-                );
-                if summary.errors > 0 {
-                    println!("see: medlake sql -c \"SELECT * FROM ingest_errors\"");
-                }
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string(&summary).expect("the summary serializes")
-                );
-            }
-            Ok(if strict && summary.errors > 0 {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let line = format!(
+                "{} files: {} ingested, {} duplicates, {} errors in {:.2} s ({:.0} files/s); lake version {}",
+                summary.files_seen,
+                summary.ingested,
+                summary.duplicates,
+                summary.errors,
+                summary.seconds,
+                summary.files_seen as f64 / summary.seconds.max(1e-9),
+                summary.lake_version
+            );
+            let see = (summary.errors > 0).then_some("SELECT * FROM ingest_errors");
+            Ok(print_summary(
+                &summary,
+                line,
+                see,
+                strict && summary.errors > 0,
+            ))
         }
         Command::Ingest(IngestCommand::Reports {
             inputs,
@@ -434,35 +453,23 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 ..Default::default()
             };
             let s = crate::ingest::reports::ingest_reports(&lake, &inputs, &opts).await?;
-            if std::io::stdout().is_terminal() {
-                println!(
-                    "{} records from {} files: {} ingested ({} replaced), {} duplicates, {} errors, \
-                     {} with warnings, in {:.2} s ({:.0} reports/s); lake version {}",
-                    s.records_seen,
-                    s.files_seen,
-                    s.ingested,
-                    s.replaced,
-                    s.duplicates,
-                    s.errors,
-                    s.warnings,
-                    s.seconds,
-                    s.records_seen as f64 / s.seconds.max(1e-9),
-                    s.lake_version
-                );
-                if s.errors + s.warnings > 0 {
-                    println!("see: medlake sql -c \"SELECT * FROM ingest_errors WHERE source = 'reports'\"");
-                }
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string(&s).expect("the summary serializes")
-                );
-            }
-            Ok(if strict && s.errors > 0 {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let line = format!(
+                "{} records from {} files: {} ingested ({} replaced), {} duplicates, {} errors, \
+                 {} with warnings, in {:.2} s ({:.0} reports/s); lake version {}",
+                s.records_seen,
+                s.files_seen,
+                s.ingested,
+                s.replaced,
+                s.duplicates,
+                s.errors,
+                s.warnings,
+                s.seconds,
+                s.records_seen as f64 / s.seconds.max(1e-9),
+                s.lake_version
+            );
+            let see = (s.errors + s.warnings > 0)
+                .then_some("SELECT * FROM ingest_errors WHERE source = 'reports'");
+            Ok(print_summary(&s, line, see, strict && s.errors > 0))
         }
         Command::Ingest(IngestCommand::Vcf {
             inputs,
@@ -478,39 +485,26 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 ..Default::default()
             };
             let s = crate::ingest::vcf::ingest_vcf(&lake, &inputs, &opts).await?;
-            if std::io::stdout().is_terminal() {
-                println!(
-                    "{} files: {} ingested, {} duplicates, {} failed; {} records, {} variants, \
-                     {} genotypes, {} effects, {} problems, in {:.2} s ({:.0} records/s); lake version {}",
-                    s.files_seen,
-                    s.ingested,
-                    s.duplicates,
-                    s.failed,
-                    s.records,
-                    s.variants,
-                    s.genotypes,
-                    s.effects,
-                    s.problems,
-                    s.seconds,
-                    s.records as f64 / s.seconds.max(1e-9),
-                    s.lake_version
-                );
-                if s.problems > 0 {
-                    println!(
-                        "see: medlake sql -c \"SELECT * FROM ingest_errors WHERE source = 'vcf'\""
-                    );
-                }
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string(&s).expect("the summary serializes")
-                );
-            }
-            Ok(if strict && (s.failed > 0 || s.problems > 0) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let line = format!(
+                "{} files: {} ingested, {} duplicates, {} failed; {} records, {} variants, \
+                 {} genotypes, {} effects, {} problems, in {:.2} s ({:.0} records/s); lake version {}",
+                s.files_seen,
+                s.ingested,
+                s.duplicates,
+                s.failed,
+                s.records,
+                s.variants,
+                s.genotypes,
+                s.effects,
+                s.problems,
+                s.seconds,
+                s.records as f64 / s.seconds.max(1e-9),
+                s.lake_version
+            );
+            let see =
+                (s.problems > 0).then_some("SELECT * FROM ingest_errors WHERE source = 'vcf'");
+            let failed = s.failed > 0 || s.problems > 0;
+            Ok(print_summary(&s, line, see, strict && failed))
         }
         Command::Link(LinkCommand::Samples {
             csv,
@@ -532,22 +526,11 @@ async fn run(cli: Cli) -> crate::Result<ExitCode> {
                 deid.as_deref(),
             )
             .await?;
-            if std::io::stdout().is_terminal() {
-                println!(
-                    "{} rows: {} linked, {} already linked, {} conflicts, {} invalid; lake version {}",
-                    s.rows_seen, s.linked, s.already_linked, s.conflicts, s.invalid, s.lake_version
-                );
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string(&s).expect("the summary serializes")
-                );
-            }
-            Ok(if s.conflicts + s.invalid > 0 {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let line = format!(
+                "{} rows: {} linked, {} already linked, {} conflicts, {} invalid; lake version {}",
+                s.rows_seen, s.linked, s.already_linked, s.conflicts, s.invalid, s.lake_version
+            );
+            Ok(print_summary(&s, line, None, s.conflicts + s.invalid > 0))
         }
         Command::Index(IndexCommand::Rebuild { index: _ }) => {
             let lake = Lake::open(cli.lake.as_deref().unwrap_or(DEFAULT_LAKE))?;
