@@ -79,12 +79,7 @@ async fn python_deltalake_reads_the_same_rows() {
             .arg(cols)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = common::stdout_of(out, "read_delta.py");
         let mut lines = text.lines();
         assert_eq!(lines.next().unwrap(), cols);
         let theirs: Vec<Vec<String>> = lines
