@@ -171,6 +171,15 @@ fn strs(tag: Tag, vr: VR, values: Vec<String>) -> InMemElement {
     )
 }
 
+/// A single-valued text element, empty when `value` is.
+fn one_str(tag: Tag, vr: VR, value: String) -> InMemElement {
+    strs(
+        tag,
+        vr,
+        Some(value).filter(|v| !v.is_empty()).into_iter().collect(),
+    )
+}
+
 fn empty(tag: Tag, vr: VR) -> InMemElement {
     if vr == VR::SQ {
         return DataElement::new(
@@ -325,44 +334,27 @@ impl Ctx<'_> {
         }
         let is_seq = matches!(e.value(), DicomValue::Sequence(_));
         match tag {
-            tags::PATIENT_ID => {
-                // An empty PatientID stays empty (no patient is made up from a name).
-                let id = text_values(&e).join("\\");
-                let v = if id.is_empty() {
+            tags::PATIENT_ID | tags::PATIENT_NAME if tag == tags::PATIENT_ID || !is_seq => {
+                // An empty PatientID (or name) stays empty: no patient is made up from the
+                // other one.
+                let text = text_values(&e).join("\\");
+                let original = if tag == tags::PATIENT_NAME {
+                    person_name(&text)
+                } else {
+                    text
+                };
+                let v = if original.is_empty() {
                     String::new()
                 } else if depth == 0 {
                     self.patient.clone()
                 } else {
-                    self.d.patient_pseudonym(&id)
+                    self.d.patient_pseudonym(&original)
                 };
-                return Some(strs(
-                    tag,
-                    vr,
-                    vec![v].into_iter().filter(|v| !v.is_empty()).collect(),
-                ));
-            }
-            tags::PATIENT_NAME if !is_seq => {
-                let name = person_name(&text_values(&e).join("\\"));
-                let v = if name.is_empty() {
-                    String::new()
-                } else if depth == 0 {
-                    self.patient.clone()
-                } else {
-                    self.d.patient_pseudonym(&name)
-                };
-                return Some(strs(
-                    tag,
-                    vr,
-                    vec![v].into_iter().filter(|v| !v.is_empty()).collect(),
-                ));
+                return Some(one_str(tag, vr, v));
             }
             tags::ACCESSION_NUMBER if !is_seq => {
                 let v = self.d.accession(&text_values(&e).join("\\"));
-                return Some(strs(
-                    tag,
-                    vr,
-                    vec![v].into_iter().filter(|v| !v.is_empty()).collect(),
-                ));
+                return Some(one_str(tag, vr, v));
             }
             _ => {}
         }
