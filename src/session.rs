@@ -166,11 +166,13 @@ async fn open_session_with(
         None => {
             // The lake log is read beside the tables: a CLI statement pays for opening
             // the lake every time it runs.
-            let names = lake.table_names().await?;
-            let names = names
-                .into_iter()
-                .filter(|name| only.is_none_or(|o| o.contains(name)));
-            let opening = names.map(|name| async move {
+            let names = match only {
+                // `tables_read_by` listed the lake already; a view's table that the lake
+                // lacks opens as absent.
+                Some(only) => only.iter().cloned().collect(),
+                None => lake.table_names().await?,
+            };
+            let opening = names.into_iter().map(|name| async move {
                 let t = lake.table(&name).await?;
                 Ok((name, t))
             });
