@@ -145,6 +145,33 @@ impl Lake {
         }
     }
 
+    /// The newest version of a table, opened for a query: its protocol, metadata and
+    /// version are read, but not its list of files. [`Lake::table`] also materializes every
+    /// file's action and statistics, which a query does not use: the scan replays the log
+    /// itself, for the files its filters keep. The table comes back unloaded, holding only
+    /// its log store. `None` when the table has never been written.
+    pub async fn table_for_query(
+        &self,
+        name: &str,
+    ) -> Result<Option<(DeltaTable, Arc<deltalake::kernel::Snapshot>)>> {
+        if let Some(root) = self.local_root() {
+            if !root.join(name).join("_delta_log").is_dir() {
+                return Ok(None);
+            }
+        }
+        let table = deltalake::DeltaTableBuilder::from_url(self.table_url(name))
+            .and_then(|b| b.build())
+            .map_err(|e| Error::delta(name, e))?;
+        match deltalake::kernel::Snapshot::try_new(table.log_store().as_ref(), None).await {
+            Ok(snapshot) => Ok(Some((table, Arc::new(snapshot)))),
+            Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
+                Ok(None)
+            }
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(Error::delta(name, e)),
+        }
+    }
+
     /// A table at a given Delta version.
     pub async fn table_at_version(&self, name: &str, version: i64) -> Result<Option<DeltaTable>> {
         let Some(mut t) = self.table(name).await? else {

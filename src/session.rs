@@ -173,8 +173,8 @@ async fn open_session_with(
                 None => lake.table_names().await?,
             };
             let opening = names.into_iter().map(|name| async move {
-                let t = lake.table(&name).await?;
-                Ok((name, t))
+                let t = lake.table_for_query(&name).await?;
+                Ok((name, t.map(|(table, snapshot)| Opened::Newest(table, snapshot))))
             });
             let registering = register_all(&ctx, opening, &mut table_versions);
             if only.is_some() {
@@ -199,7 +199,7 @@ async fn open_session_with(
             };
             let opening = entry.table_versions.iter().map(|(name, tv)| async move {
                 let t = lake.table_at_version(name, *tv).await?;
-                Ok((name.clone(), t))
+                Ok((name.clone(), t.map(Opened::Loaded)))
             });
             register_all(&ctx, opening, &mut table_versions).await?;
             Some(*v)
@@ -213,7 +213,7 @@ async fn open_session_with(
                     .filter(|name| name != LAKE_LOG)
                     .map(|name| async move {
                         let t = lake.table_at_time(&name, *at).await?;
-                        Ok((name, t))
+                        Ok((name, t.map(Opened::Loaded)))
                     });
             register_all(&ctx, opening, &mut table_versions).await?;
             versions
@@ -319,25 +319,44 @@ async fn register_all<F>(
     table_versions: &mut BTreeMap<String, i64>,
 ) -> Result<()>
 where
-    F: std::future::Future<Output = Result<(String, Option<deltalake::DeltaTable>)>>,
+    F: std::future::Future<Output = Result<(String, Option<Opened>)>>,
 {
     let opened = futures::future::try_join_all(opening.map(|f| async move {
-        let (name, table) = f.await?;
-        let Some(table) = table else {
+        let (name, opened) = f.await?;
+        let Some(opened) = opened else {
             return Ok(None);
         };
-        let provider = table.table_provider().await?;
-        Ok::<_, Error>(Some((name, table, provider)))
+        let (table, provider, version) = match opened {
+            Opened::Newest(table, snapshot) => {
+                let version = snapshot.version() as i64;
+                // An unloaded table's builder holds only the log store.
+                let provider = table.table_provider().with_snapshot(snapshot).await?;
+                (table, provider, version)
+            }
+            Opened::Loaded(table) => {
+                let provider = table.table_provider().await?;
+                let version = table.version().unwrap_or(0) as i64;
+                (table, provider, version)
+            }
+        };
+        Ok::<_, Error>(Some((name, table, provider, version)))
     }))
     .await?;
-    for (name, table, provider) in opened.into_iter().flatten() {
+    for (name, table, provider, version) in opened.into_iter().flatten() {
         table
             .update_datafusion_session(&ctx.state())
             .map_err(|e| Error::delta(&name, e))?;
-        table_versions.insert(name.clone(), table.version().unwrap_or(0) as i64);
+        table_versions.insert(name.clone(), version);
         ctx.register_table(name.as_str(), expose(&name, provider)?)?;
     }
     Ok(())
+}
+
+/// A table ready to register: the newest version read for a query
+/// ([`Lake::table_for_query`]), or a table loaded at an earlier version or time.
+enum Opened {
+    Newest(deltalake::DeltaTable, Arc<deltalake::kernel::Snapshot>),
+    Loaded(deltalake::DeltaTable),
 }
 
 /// Show TM columns, stored as Int64 microseconds (Delta has no time type), as Time64.
