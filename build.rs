@@ -51,7 +51,10 @@ fn default_linker_is_lld() -> bool {
 /// (major, minor) of the rustc that cargo runs, from `rustc --version`.
 fn rustc_version() -> Option<(u32, u32)> {
     let rustc = std::env::var_os("RUSTC")?;
-    let out = std::process::Command::new(rustc).arg("--version").output().ok()?;
+    let out = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let mut parts = text.split_whitespace().nth(1)?.split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))

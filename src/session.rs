@@ -174,7 +174,10 @@ async fn open_session_with(
             };
             let opening = names.into_iter().map(|name| async move {
                 let t = lake.table_for_query(&name).await?;
-                Ok((name, t.map(|(table, snapshot)| Opened::Newest(table, snapshot))))
+                Ok((
+                    name,
+                    t.map(|(table, snapshot)| Opened::Newest(table, snapshot)),
+                ))
             });
             let registering = register_all(&ctx, opening, &mut table_versions);
             if only.is_some() {
