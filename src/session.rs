@@ -169,8 +169,7 @@ async fn open_session_with(
             // The lake log is read beside the tables: a CLI statement pays for opening
             // the lake every time it runs.
             let names = match only {
-                // `tables_read_by` listed the lake already; a view's table that the lake
-                // lacks opens as absent.
+                // `tables_read_by` listed the lake already and kept only tables it has.
                 Some(only) => only.iter().cloned().collect(),
                 None => lake.table_names().await?,
             };
