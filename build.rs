@@ -25,8 +25,21 @@ fn main() {
     println!("cargo:rerun-if-changed=scripts/startup_symbols.txt");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     if linux && gnu && default_linker_is_lld() {
-        let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        // The linker reads a copy in OUT_DIR: a target directory shared by several checkouts
+        // (CI clones) may skip this script in one of them, and an absolute path into
+        // another checkout would then name a file that is gone.
+        let source = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
             .join("scripts/startup_symbols.txt");
+        let order =
+            std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("startup_symbols.txt");
+        if std::fs::copy(&source, &order).is_err() {
+            // Without the list the binary is only slower to start, so build it anyway.
+            println!(
+                "cargo:warning=no {}: link order left to the linker",
+                source.display()
+            );
+            return;
+        }
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()

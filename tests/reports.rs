@@ -332,6 +332,37 @@ async fn a_report_changed_within_one_run_is_indexed_once_as_its_last_version() {
     );
 }
 
+/// A replacement deletes the old document of its own collection only: the same
+/// `report_id` in another collection stays in the index.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacement_leaves_the_same_report_id_of_another_collection_alone() {
+    use medlake::ingest::reports::{Offer, Report, ReportWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
+    let report = |text: &str| Report {
+        report_id: "r1".into(),
+        text: text.into(),
+        language: "en".into(),
+        source_uri: "file:///x".into(),
+        ..Default::default()
+    };
+    for collection in ["a", "b"] {
+        let mut w = ReportWriter::open(&lake, collection, 3).await.unwrap();
+        assert_eq!(w.offer(report("Small pneumothorax.")), Offer::New);
+        w.flush(&lake).await.unwrap();
+    }
+    let mut w = ReportWriter::open(&lake, "a", 3).await.unwrap();
+    assert_eq!(w.offer(report("No pneumothorax.")), Offer::Replacement);
+    w.flush(&lake).await.unwrap();
+    lake.record_version("test").await.unwrap();
+    let affirmed = "SELECT report_id FROM report_search('pneumothorax', 'affirmed')";
+    assert_eq!(ids(&rows(&lake, None, affirmed).await), ["r1"]);
+    let negated = "SELECT report_id FROM report_search('pneumothorax', 'negated')";
+    assert_eq!(ids(&rows(&lake, None, negated).await), ["r1"]);
+    let all = "SELECT report_id FROM report_search('pneumothorax')";
+    assert_eq!(ids(&rows(&lake, None, all).await), ["r1", "r1"]);
+}
+
 /// `medlake index rebuild reports`, and a lake whose index folder was deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_index_is_rebuilt_from_the_table_on_demand_and_when_missing() {

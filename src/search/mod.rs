@@ -26,12 +26,10 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
-use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STRING,
-};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexWriter, Score, SegmentOrdinal, SegmentReader,
-    TantivyDocument, Term,
+    TantivyDocument,
 };
 
 pub use assertion::Assertion;
@@ -47,8 +45,6 @@ const WRITER_HEAP_BYTES: usize = 256 * 1024 * 1024;
 /// The fields of one language's index.
 #[derive(Debug, Clone, Copy)]
 pub struct Fields {
-    /// `collection` + U+001F + `report_id`: the unique key, for deletes.
-    pub key: Field,
     pub collection: Field,
     pub report_id: Field,
     pub title: Field,
@@ -75,8 +71,9 @@ fn schema(language: &str) -> (Schema, Fields) {
         .set_tokenizer(&analyzers::tokenizer_name(language))
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
     let text_opts = TextOptions::default().set_indexing_options(indexing);
-    let key = b.add_text_field("key", STRING);
-    // Read back from fast-field columns; never searched, so not indexed.
+    // Read back, and matched by deletes, through fast-field columns; never searched, so
+    // not indexed: an indexed unique key (one term and one posting list per report) took
+    // a tenth of an index build's time (see `delete_reports`).
     let collection = b.add_text_field("collection", TextOptions::default().set_fast("raw"));
     let report_id = b.add_text_field("report_id", TextOptions::default().set_fast("raw"));
     let title = b.add_text_field("title", text_opts.clone());
@@ -88,7 +85,6 @@ fn schema(language: &str) -> (Schema, Fields) {
     (
         b.build(),
         Fields {
-            key,
             collection,
             report_id,
             title,
@@ -365,10 +361,16 @@ impl ReportIndex {
             }
         }
         // Deletes first: a delete removes only documents added before it.
-        for (r, _) in reports.iter().filter(|(_, d)| *d) {
+        let replaced: HashSet<String> = reports
+            .iter()
+            .filter(|(_, d)| *d)
+            .map(|(r, _)| r.report_id.clone())
+            .collect();
+        if !replaced.is_empty() {
+            let replaced = Arc::new(replaced);
             for (l, w) in writers.iter() {
-                let f = self.langs[l].fields;
-                w.delete_term(Term::from_field_text(f.key, &key(collection, &r.report_id)));
+                w.delete_query(Box::new(delete_reports(collection, replaced.clone())))
+                    .map_err(|e| tantivy_err(l, e))?;
             }
         }
         // Documents are built on every core; the writers' own threads invert them.
@@ -387,27 +389,36 @@ impl ReportIndex {
             })
     }
 
-    /// Commit a staged change as the index of table version `version`. An index that was
-    /// not at the version before is rebuilt from the table instead.
-    pub async fn finish(&mut self, lake: &Lake, staged: Staged, version: i64) -> Result<()> {
+    /// Start serializing a staged change (writing its segments) while the caller commits
+    /// the table. Nothing becomes visible until [`Self::finish`] commits it with the
+    /// table's version; until then a crash leaves only unreferenced segment files, which
+    /// the next commit's garbage collection removes.
+    pub fn prepare(&self, staged: Staged) -> Result<Prepared> {
+        let writers = self.writers_for_all(staged.writers)?;
+        let (payload_tx, payload_rx) = std::sync::mpsc::channel::<Option<String>>();
+        let worker = std::thread::Builder::new()
+            .name("report-index-commit".into())
+            .spawn(move || prepare_then_commit(writers, payload_rx))
+            .map_err(|e| Error::Invalid(format!("report index commit thread: {e}")))?;
+        Ok(Prepared { payload_tx, worker })
+    }
+
+    /// Commit a prepared change as the index of table version `version`. An index that
+    /// was not at the version before is rebuilt from the table instead.
+    pub async fn finish(&mut self, lake: &Lake, prepared: Prepared, version: i64) -> Result<()> {
         let follows = match self.version {
             Some(v) => v + 1 == version,
             None => self.langs.values().all(|l| l.searcher().num_docs() == 0),
         };
         if !follows {
             if let Some(t) = lake.table(REPORTS).await? {
-                drop(staged);
+                // The prepared writers hold the index's lock: roll back and release them
+                // before the rebuild takes it.
+                drop(prepared.complete(None).await?);
                 return self.rebuild(&t).await;
             }
         }
-        // Serializing the segments is the heavy part: it runs on a blocking thread, so that
-        // the caller can do other work (linking reports to studies) meanwhile.
-        let writers = self.writers_for_all(staged.writers)?;
-        let payload = payload(version);
-        let writers = tokio::task::spawn_blocking(move || commit_writers(writers, &payload))
-            .await
-            .map_err(|e| Error::Invalid(format!("report index commit: {e}")))??;
-        drop(writers);
+        drop(prepared.complete(Some(payload(version))).await?);
         self.committed(version)
     }
 
@@ -472,19 +483,66 @@ fn commit_writers(
     writers: BTreeMap<String, IndexWriter>,
     payload: &str,
 ) -> Result<Vec<IndexWriter>> {
-    let mut out = Vec::with_capacity(writers.len());
-    for (l, mut w) in writers {
-        let mut prepared = w.prepare_commit().map_err(|e| tantivy_err(&l, e))?;
-        prepared.set_payload(payload);
-        prepared.commit().map_err(|e| tantivy_err(&l, e))?;
-        out.push(w);
-    }
-    Ok(out)
+    let (tx, rx) = std::sync::mpsc::channel();
+    tx.send(Some(payload.to_string()))
+        .expect("the receiver is alive");
+    prepare_then_commit(writers, rx)
 }
 
-/// Index changes added but not committed (see [`ReportIndex::stage`]).
+/// Serialize every writer's segments (`prepare_commit`, the heavy part), then wait for the
+/// payload: commit with it, or roll back when none comes (`None`, or the sender dropped).
+fn prepare_then_commit(
+    writers: BTreeMap<String, IndexWriter>,
+    payload: std::sync::mpsc::Receiver<Option<String>>,
+) -> Result<Vec<IndexWriter>> {
+    let mut writers: Vec<(String, IndexWriter)> = writers.into_iter().collect();
+    let mut prepared = Vec::with_capacity(writers.len());
+    for (l, w) in writers.iter_mut() {
+        let l: &str = l;
+        let p = w.prepare_commit().map_err(|e| tantivy_err(l, e))?;
+        prepared.push((l, p));
+    }
+    match payload.recv() {
+        Ok(Some(payload)) => {
+            for (l, mut p) in prepared {
+                p.set_payload(&payload);
+                p.commit().map_err(|e| tantivy_err(l, e))?;
+            }
+        }
+        Ok(None) | Err(_) => {
+            for (l, p) in prepared {
+                p.abort().map_err(|e| tantivy_err(l, e))?;
+            }
+        }
+    }
+    Ok(writers.into_iter().map(|(_, w)| w).collect())
+}
+
+/// Index changes added but not committed (see [`ReportIndex::stage_into`]).
 pub struct Staged {
     writers: BTreeMap<String, IndexWriter>,
+}
+
+/// Staged changes whose segments are being written on a thread of their own (see
+/// [`ReportIndex::prepare`]). Dropping it rolls the changes back.
+pub struct Prepared {
+    payload_tx: std::sync::mpsc::Sender<Option<String>>,
+    worker: std::thread::JoinHandle<Result<Vec<IndexWriter>>>,
+}
+
+impl Prepared {
+    /// Commit with the payload (or roll back with `None`), and wait for it; the writers
+    /// come back so that the caller decides when they drop.
+    async fn complete(self, payload: Option<String>) -> Result<Vec<IndexWriter>> {
+        // A send fails only when the worker has already stopped on an error; the join
+        // below reports that error.
+        let _ = self.payload_tx.send(payload);
+        let worker = self.worker;
+        tokio::task::spawn_blocking(move || worker.join())
+            .await
+            .map_err(|e| Error::Invalid(format!("report index commit: {e}")))?
+            .map_err(|_| Error::Invalid("report index commit: the thread panicked".into()))?
+    }
 }
 
 /// Languages without an analyzer of their own are indexed as English.
@@ -492,8 +550,47 @@ fn index_language(l: &str) -> &str {
     LANGUAGES.iter().find(|x| **x == l).copied().unwrap_or("en")
 }
 
-fn key(collection: &str, report_id: &str) -> String {
-    format!("{collection}\u{1f}{report_id}")
+/// The documents of `collection` whose `report_id` is one of `ids`, found through the
+/// fast-field columns: per segment, each id's term ordinal is looked up once in the
+/// column's dictionary, then each document's ordinal is checked against that set.
+fn delete_reports(
+    collection: &str,
+    ids: Arc<HashSet<String>>,
+) -> tantivy::query::doc_predicate_query::DocPredicateQuery {
+    let collection = collection.to_string();
+    let per_segment = move |segment: &SegmentReader| -> tantivy::Result<_> {
+        let fast = segment.fast_fields();
+        let (Some(collections), Some(report_ids)) =
+            (fast.str("collection")?, fast.str("report_id")?)
+        else {
+            return Ok(None);
+        };
+        let Some(collection_ord) = collections.dictionary().term_ord(&collection)? else {
+            return Ok(None);
+        };
+        let mut ords = HashSet::with_capacity(ids.len());
+        for id in ids.iter() {
+            if let Some(ord) = report_ids.dictionary().term_ord(id)? {
+                ords.insert(ord);
+            }
+        }
+        Ok((!ords.is_empty()).then_some((collections, collection_ord, report_ids, ords)))
+    };
+    tantivy::query::doc_predicate_query::FunctionPredicate::from(move |segment: &SegmentReader| {
+        let found = per_segment(segment)?;
+        Ok(move |doc: DocId| {
+            found
+                .as_ref()
+                .is_some_and(|(collections, c, report_ids, ords)| {
+                    report_ids
+                        .ords()
+                        .first(doc)
+                        .is_some_and(|o| ords.contains(&o))
+                        && collections.ords().first(doc) == Some(*c)
+                })
+        })
+    })
+    .into()
 }
 
 /// The index document of a report: its fields, and its words by assertion status.
@@ -505,7 +602,6 @@ fn document(
     spans: &mut Vec<assertion::Span>,
 ) -> TantivyDocument {
     let mut d = TantivyDocument::new();
-    d.add_text(f.key, key(collection, &r.report_id));
     d.add_text(f.collection, collection);
     d.add_text(f.report_id, &r.report_id);
     if let Some(t) = &r.title {
@@ -874,4 +970,55 @@ fn snippet_generator(
     Ok(tantivy::snippet::SnippetGenerator::new(
         scored, tokenizer, field, 150,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deletes by (collection, report_id) within one segment, where both collections'
+    /// documents share the fast-field dictionaries.
+    #[test]
+    fn delete_reports_matches_its_own_collection_only() {
+        let (schema, f) = schema("en");
+        let index = Index::create_in_ram(schema);
+        analyzers::register(index.tokenizers(), "en");
+        let mut w: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for (collection, id) in [("a", "r1"), ("b", "r1"), ("a", "r2"), ("b", "r3")] {
+            let mut d = TantivyDocument::new();
+            d.add_text(f.collection, collection);
+            d.add_text(f.report_id, id);
+            d.add_text(f.text, "small pneumothorax");
+            w.add_document(d).unwrap();
+        }
+        w.commit().unwrap();
+        let ids = HashSet::from(["r1".to_string(), "r3".to_string(), "r9".to_string()]);
+        w.delete_query(Box::new(delete_reports("a", Arc::new(ids))))
+            .unwrap();
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(searcher.segment_readers().len(), 1);
+        let mut alive = Vec::new();
+        for segment in searcher.segment_readers() {
+            let fast = segment.fast_fields();
+            let collections = fast.str("collection").unwrap().unwrap();
+            let report_ids = fast.str("report_id").unwrap().unwrap();
+            for doc in segment.doc_ids_alive() {
+                let (mut c, mut id) = (String::new(), String::new());
+                collections
+                    .ord_to_str(collections.ords().first(doc).unwrap(), &mut c)
+                    .unwrap();
+                report_ids
+                    .ord_to_str(report_ids.ords().first(doc).unwrap(), &mut id)
+                    .unwrap();
+                alive.push((c, id));
+            }
+        }
+        alive.sort();
+        let expected = [("a", "r2"), ("b", "r1"), ("b", "r3")];
+        assert_eq!(
+            alive,
+            expected.map(|(c, id)| (c.to_string(), id.to_string()))
+        );
+    }
 }

@@ -227,12 +227,13 @@ impl ReportWriter {
         self.flush_index(lake, staged).await
     }
 
-    /// The first half of [`Self::flush`]: the table commit. The index changes come back,
-    /// to be committed by [`Self::flush_index`].
+    /// The first half of [`Self::flush`]: the table commit. The index change is prepared
+    /// (its segments written) meanwhile, and comes back to be committed by
+    /// [`Self::flush_index`] with the table's version.
     pub async fn flush_table(
         &mut self,
         lake: &Lake,
-    ) -> Result<Option<(crate::search::Staged, i64)>> {
+    ) -> Result<Option<(crate::search::Prepared, i64)>> {
         if self.pending.is_empty() {
             return Ok(None);
         }
@@ -242,8 +243,8 @@ impl ReportWriter {
             batch.push(&self.collection, r, h, self.window_days, now);
         }
         let rb = batch.finish()?;
-        // The table commit runs while the last index documents are built; the index
-        // commit waits for the table version.
+        // The table commit runs while the last index documents are built and the index's
+        // segments are written; the index commit waits for the table version.
         let replaces = self.replaces;
         let l = lake.clone();
         let table_commit = tokio::spawn(async move {
@@ -255,29 +256,34 @@ impl ReportWriter {
             }
         });
         // (On a multi-threaded runtime the commit task runs on another worker meanwhile.)
-        let staged = self.stage_pending();
-        let version = table_commit
-            .await
-            .map_err(|e| Error::Invalid(format!("reports commit: {e}")))??;
-        staged?;
-        let staged = self.staged.take().expect("staged above");
-        for (r, h, _) in std::mem::take(&mut self.pending) {
+        let prepared = self.stage_pending().and_then(|()| {
+            let staged = self.staged.take().expect("staged above");
+            self.index.prepare(staged)
+        });
+        // What the next batch needs to know, while both commits work. Were the table
+        // commit to fail, the run ends with that error and this writer is dropped.
+        let pending = std::mem::take(&mut self.pending);
+        self.known.reserve(pending.len());
+        for (r, h, _) in pending {
             self.known.insert(r.report_id, h);
         }
         self.staged_upto = 0;
         self.pending_index.clear();
         self.replaces = 0;
-        Ok(Some((staged, version)))
+        let version = table_commit
+            .await
+            .map_err(|e| Error::Invalid(format!("reports commit: {e}")))??;
+        Ok(Some((prepared?, version)))
     }
 
     /// The second half of [`Self::flush`]: the index commit, then the error rows.
     pub async fn flush_index(
         &mut self,
         lake: &Lake,
-        staged: Option<(crate::search::Staged, i64)>,
+        prepared: Option<(crate::search::Prepared, i64)>,
     ) -> Result<()> {
-        if let Some((staged, version)) = staged {
-            self.index.finish(lake, staged, version).await?;
+        if let Some((prepared, version)) = prepared {
+            self.index.finish(lake, prepared, version).await?;
         }
         let errors = std::mem::take(&mut self.errors);
         super::commit_errors(lake, &self.collection, SOURCE, &errors).await?;
