@@ -130,19 +130,8 @@ impl Lake {
 
     /// The newest version of a table, or `None` when it has never been written.
     pub async fn table(&self, name: &str) -> Result<Option<DeltaTable>> {
-        if let Some(root) = self.local_root() {
-            if !root.join(name).join("_delta_log").is_dir() {
-                return Ok(None);
-            }
-        }
-        match deltalake::open_table(self.table_url(name)).await {
-            Ok(t) => Ok(Some(t)),
-            Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
-                Ok(None)
-            }
-            Err(e) if is_missing(&e) => Ok(None),
-            Err(e) => Err(Error::delta(name, e)),
-        }
+        self.if_table(name, deltalake::open_table(self.table_url(name)))
+            .await
     }
 
     /// The newest version of a table, opened for a query: its protocol, metadata and
@@ -154,16 +143,31 @@ impl Lake {
         &self,
         name: &str,
     ) -> Result<Option<(DeltaTable, Arc<deltalake::kernel::Snapshot>)>> {
+        let url = self.table_url(name);
+        self.if_table(name, async move {
+            let table = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
+            let snapshot =
+                deltalake::kernel::Snapshot::try_new(table.log_store().as_ref(), None).await?;
+            Ok((table, Arc::new(snapshot)))
+        })
+        .await
+    }
+
+    /// Run `open` (which reads the table's log) unless the table has never been written:
+    /// on a local lake that is known from its `_delta_log` folder without reading it, and
+    /// anywhere from deltalake's not-a-table errors. Both give `None`.
+    async fn if_table<T>(
+        &self,
+        name: &str,
+        open: impl std::future::Future<Output = std::result::Result<T, DeltaTableError>>,
+    ) -> Result<Option<T>> {
         if let Some(root) = self.local_root() {
             if !root.join(name).join("_delta_log").is_dir() {
                 return Ok(None);
             }
         }
-        let table = deltalake::DeltaTableBuilder::from_url(self.table_url(name))
-            .and_then(|b| b.build())
-            .map_err(|e| Error::delta(name, e))?;
-        match deltalake::kernel::Snapshot::try_new(table.log_store().as_ref(), None).await {
-            Ok(snapshot) => Ok(Some((table, Arc::new(snapshot)))),
+        match open.await {
+            Ok(t) => Ok(Some(t)),
             Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
                 Ok(None)
             }
