@@ -302,20 +302,24 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&s[i..j])
 }
 
-/// A report read twice in one run, the second time changed after the first was already
-/// staged in the index: the lake and the index hold the second only.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_report_changed_within_one_run_is_indexed_once_as_its_last_version() {
-    use medlake::ingest::reports::{Offer, Report, ReportWriter};
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
-    let report = |text: &str| Report {
+/// Report `r1` in English with the given text, as a reader hands it to a `ReportWriter`.
+fn report(text: &str) -> medlake::ingest::reports::Report {
+    medlake::ingest::reports::Report {
         report_id: "r1".into(),
         text: text.into(),
         language: "en".into(),
         source_uri: "file:///x".into(),
         ..Default::default()
-    };
+    }
+}
+
+/// A report read twice in one run, the second time changed after the first was already
+/// staged in the index: the lake and the index hold the second only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_changed_within_one_run_is_indexed_once_as_its_last_version() {
+    use medlake::ingest::reports::{Offer, ReportWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
     let mut w = ReportWriter::open(&lake, "t", 3).await.unwrap();
     assert_eq!(w.offer(report("Small pneumothorax.")), Offer::New);
     w.stage_pending().unwrap();
@@ -336,16 +340,9 @@ async fn a_report_changed_within_one_run_is_indexed_once_as_its_last_version() {
 /// `report_id` in another collection stays in the index.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replacement_leaves_the_same_report_id_of_another_collection_alone() {
-    use medlake::ingest::reports::{Offer, Report, ReportWriter};
+    use medlake::ingest::reports::{Offer, ReportWriter};
     let tmp = tempfile::tempdir().unwrap();
     let lake = Lake::open(&tmp.path().join("lake").display().to_string()).unwrap();
-    let report = |text: &str| Report {
-        report_id: "r1".into(),
-        text: text.into(),
-        language: "en".into(),
-        source_uri: "file:///x".into(),
-        ..Default::default()
-    };
     for collection in ["a", "b"] {
         let mut w = ReportWriter::open(&lake, collection, 3).await.unwrap();
         assert_eq!(w.offer(report("Small pneumothorax.")), Offer::New);
