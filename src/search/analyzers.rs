@@ -6,8 +6,9 @@
 //!   through the same analyzer, so both meet.
 //! - `zh`: jieba word segmentation (tantivy-jieba), since Chinese has no spaces.
 //!
-//! Stemming goes through [`MemoStemmer`]: report vocabularies are small and every word
-//! recurs thousands of times, so each distinct word is stemmed once per analyzer.
+//! Everything after word splitting (lower-casing, folding, stemming) goes through
+//! [`MemoWords`]: report vocabularies are small and every word recurs thousands of times,
+//! so each distinct word is normalized once per analyzer.
 
 use foldhash::HashMap;
 use tantivy::tokenizer::{
@@ -18,19 +19,26 @@ use tantivy::tokenizer::{
 /// Tokens longer than this are noise (base64, hashes) and are dropped.
 const MAX_TOKEN_BYTES: usize = 40;
 
+/// What one word becomes in a language (`None`: no per-word normalization past
+/// lower-casing, which the caller applies itself).
+fn word_filters(language: &str) -> Option<TextAnalyzer> {
+    let word = TextAnalyzer::builder(RawTokenizer::default()).filter(LowerCaser);
+    Some(match language {
+        "en" => word.filter(Stemmer::new(Language::English)).build(),
+        "es" => word
+            .filter(AsciiFoldingFilter)
+            .filter(Stemmer::new(Language::Spanish))
+            .build(),
+        _ => return None,
+    })
+}
+
 /// The analyzer registered under a language code.
 pub fn analyzer(language: &str) -> Option<TextAnalyzer> {
     Some(match language {
-        "en" => TextAnalyzer::builder(SimpleTokenizer::default())
+        "en" | "es" => TextAnalyzer::builder(SimpleTokenizer::default())
             .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
-            .filter(LowerCaser)
-            .filter(MemoStemmer::new(Language::English))
-            .build(),
-        "es" => TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
-            .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-            .filter(MemoStemmer::new(Language::Spanish))
+            .filter(MemoWords::new(word_filters(language)?))
             .build(),
         "zh" => TextAnalyzer::builder(tantivy_jieba::JiebaTokenizer::new())
             .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
@@ -56,86 +64,86 @@ pub fn register(manager: &TokenizerManager, language: &str) -> bool {
     }
 }
 
-/// Distinct words remembered per analyzer; past this, further new words are stemmed each
-/// time they occur (a bound on memory for unusual corpora, not a limit on correctness).
+/// Distinct words remembered per analyzer; past this, further new words are normalized
+/// each time they occur (a bound on memory for unusual corpora, not on correctness).
 const MEMO_WORDS: usize = 50_000;
 
-/// tantivy's Snowball [`Stemmer`], remembering each word's stem.
+/// A per-word analyzer (lower-casing, folding, Snowball stemming: tantivy's own filters
+/// behind a whole-text tokenizer), applied to each token, remembering each word's result.
 ///
-/// Stemming was a fifth of the CPU time of indexing PadChest. The stems come from
-/// tantivy's own filter (on a miss), so they are the ones a plain `Stemmer` gives.
+/// These filters were a third of the CPU time of indexing PadChest, mostly repeating
+/// work on the same few thousand words. On a miss the word goes through the filters
+/// themselves, so the terms are the ones the plain filter chain gives.
 #[derive(Clone)]
-pub struct MemoStemmer {
-    language: Language,
+pub struct MemoWords {
+    word: TextAnalyzer,
 }
 
-impl MemoStemmer {
-    pub fn new(language: Language) -> Self {
-        Self { language }
+impl MemoWords {
+    pub fn new(word: TextAnalyzer) -> Self {
+        Self { word }
     }
 }
 
-impl TokenFilter for MemoStemmer {
-    type Tokenizer<T: Tokenizer> = MemoStemmerFilter<T>;
+impl TokenFilter for MemoWords {
+    type Tokenizer<T: Tokenizer> = MemoWordsFilter<T>;
 
-    fn transform<T: Tokenizer>(self, inner: T) -> MemoStemmerFilter<T> {
-        MemoStemmerFilter {
+    fn transform<T: Tokenizer>(self, inner: T) -> MemoWordsFilter<T> {
+        MemoWordsFilter {
             inner,
-            stem_word: TextAnalyzer::builder(RawTokenizer::default())
-                .filter(Stemmer::new(self.language))
-                .build(),
+            word: self.word,
             memo: HashMap::default(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct MemoStemmerFilter<T> {
+pub struct MemoWordsFilter<T> {
     inner: T,
-    /// One word in, its stem out (tantivy's filter behind a whole-text tokenizer).
-    stem_word: TextAnalyzer,
+    word: TextAnalyzer,
     memo: HashMap<String, String>,
 }
 
-impl<T: Tokenizer> Tokenizer for MemoStemmerFilter<T> {
-    type TokenStream<'a> = MemoStemmerStream<'a, T::TokenStream<'a>>;
+impl<T: Tokenizer> Tokenizer for MemoWordsFilter<T> {
+    type TokenStream<'a> = MemoWordsStream<'a, T::TokenStream<'a>>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-        MemoStemmerStream {
+        MemoWordsStream {
             tail: self.inner.token_stream(text),
-            stem_word: &mut self.stem_word,
+            word: &mut self.word,
             memo: &mut self.memo,
         }
     }
 }
 
-pub struct MemoStemmerStream<'a, S> {
+pub struct MemoWordsStream<'a, S> {
     tail: S,
-    stem_word: &'a mut TextAnalyzer,
+    word: &'a mut TextAnalyzer,
     memo: &'a mut HashMap<String, String>,
 }
 
-impl<S: TokenStream> TokenStream for MemoStemmerStream<'_, S> {
+impl<S: TokenStream> TokenStream for MemoWordsStream<'_, S> {
     fn advance(&mut self) -> bool {
         if !self.tail.advance() {
             return false;
         }
         let token = self.tail.token_mut();
-        if let Some(stem) = self.memo.get(token.text.as_str()) {
+        if let Some(term) = self.memo.get(token.text.as_str()) {
             token.text.clear();
-            token.text.push_str(stem);
+            token.text.push_str(term);
             return true;
         }
-        let stem = {
-            let mut one = self.stem_word.token_stream(&token.text);
-            // The raw tokenizer yields the whole word as one token, empty words included.
+        let term = {
+            let mut one = self.word.token_stream(&token.text);
+            // The raw tokenizer yields the whole word as one token, and none of the
+            // filters drops a token.
             if one.advance() {
                 one.token().text.clone()
             } else {
                 token.text.clone()
             }
         };
-        let word = std::mem::replace(&mut token.text, stem);
+        let word = std::mem::replace(&mut token.text, term);
         if self.memo.len() < MEMO_WORDS {
             self.memo.insert(word, token.text.clone());
         }
@@ -173,21 +181,21 @@ mod tests {
         );
     }
 
-    /// The memo must give exactly what tantivy's own Stemmer gives, on first sight of a
-    /// word and on every later one, in both stemmed languages.
+    /// The memo must give exactly what tantivy's filter chain gives, on first sight of a
+    /// word and on every later one, in both languages that normalize words.
     #[test]
-    fn memo_stemmer_gives_tantivys_stems() {
-        let plain = |language| {
-            TextAnalyzer::builder(SimpleTokenizer::default())
-                .filter(LowerCaser)
-                .filter(Stemmer::new(language))
-                .build()
-        };
-        let memo = |language| {
-            TextAnalyzer::builder(SimpleTokenizer::default())
-                .filter(LowerCaser)
-                .filter(MemoStemmer::new(language))
-                .build()
+    fn memo_words_give_the_plain_filter_chains_terms() {
+        let plain = |language: &str| {
+            let b = TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
+                .filter(LowerCaser);
+            match language {
+                "en" => b.filter(Stemmer::new(Language::English)).build(),
+                _ => b
+                    .filter(AsciiFoldingFilter)
+                    .filter(Stemmer::new(Language::Spanish))
+                    .build(),
+            }
         };
         let all = |a: &mut TextAnalyzer, text: &str| {
             let mut s = a.token_stream(text);
@@ -199,20 +207,20 @@ mod tests {
         };
         let texts = [
             (
-                Language::English,
-                "Small left pleural effusions. No pleural effusion; effusions resolved, nodules nodule nodular running runs ran",
+                "en",
+                "Small left Pleural EFFUSIONS. No pleural effusion; effusions resolved, nodules Nodule nodular running runs ran",
                 "effus",
             ),
             (
-                Language::Spanish,
-                "derrame pleural derrames pleurales, cardiomegalia cardiomegalias nódulo nodulos pulmonares pulmón",
-                "derram",
+                "es",
+                "Derrame pleural derrames PLEURALES, cardiomegalia cardiomegalias nódulo NÓDULOS nodulos pulmonares pulmón",
+                "nodul",
             ),
         ];
-        for (language, text, a_stem) in texts {
-            let (mut p, mut m) = (plain(language), memo(language));
+        for (language, text, a_term) in texts {
+            let (mut p, mut m) = (plain(language), analyzer(language).unwrap());
             let expected = all(&mut p, text);
-            assert!(expected.iter().any(|(w, ..)| w == a_stem), "{expected:?}");
+            assert!(expected.iter().any(|(w, ..)| w == a_term), "{expected:?}");
             // Twice through one analyzer: the second pass is served from the memo.
             assert_eq!(all(&mut m, text), expected);
             assert_eq!(all(&mut m, text), expected);
