@@ -90,6 +90,10 @@ pub struct ReportIngestSummary {
     pub lake_version: i64,
 }
 
+/// A report offered and not yet committed: the report, its content hash, and whether it
+/// replaces a row already in the lake.
+type Pending = (Report, String, bool);
+
 /// Offers reports to the lake: decides duplicate / new / replacement, and commits them with
 /// the index change. Shared by `ingest reports` and by `ingest dicom` (for SR documents).
 pub struct ReportWriter {
@@ -97,8 +101,7 @@ pub struct ReportWriter {
     window_days: i32,
     /// report_id → content_hash of the reports of this collection already in the lake.
     known: HashMap<String, String>,
-    /// (report, content hash, whether it replaces a row already in the lake)
-    pending: Vec<(Report, String, bool)>,
+    pending: Vec<Pending>,
     pending_index: HashMap<String, usize>,
     replaces: usize,
     errors: Vec<ErrorRow>,
@@ -110,7 +113,7 @@ pub struct ReportWriter {
     /// Pending reports replaced (within this run) after they were staged.
     restage: Vec<usize>,
     /// The last flush's reports and their ids, kept to be freed when the writer is dropped.
-    spent: (Vec<(Report, String, bool)>, HashMap<String, usize>),
+    spent: (Vec<Pending>, HashMap<String, usize>),
 }
 
 impl Drop for ReportWriter {
