@@ -73,16 +73,7 @@ struct Source {
 
 /// The decompressed bytes of a file: gzip and bgzip (any number of members) or plain.
 fn open_stream(path: &str) -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
-    use std::io::{BufRead, BufReader};
-    let mut raw = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-    if raw.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(raw),
-        )))
-    } else {
-        Ok(Box::new(raw))
-    }
+    crate::ingest::vcf::stream::decompressed(Box::new(std::fs::File::open(path)?))
 }
 
 fn is_bcf(path: &str) -> std::io::Result<bool> {

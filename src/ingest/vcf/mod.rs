@@ -24,9 +24,10 @@
 pub mod convert;
 pub mod effects;
 pub mod sample_text;
+pub mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -495,16 +496,7 @@ enum Opened {
 /// VCF text by its magic.
 fn open(file: &SourceFile) -> std::io::Result<Opened> {
     let (raw, _) = file.open()?;
-    let mut raw = BufReader::with_capacity(1 << 20, raw);
-    let gz = raw.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let mut inner: Box<dyn BufRead + Send> = if gz {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(raw),
-        ))
-    } else {
-        Box::new(raw)
-    };
+    let mut inner = stream::decompressed(raw)?;
     if inner.fill_buf()?.starts_with(b"BCF") {
         Ok(Opened::Bcf(noodles::bcf::io::Reader::from(inner)))
     } else {
