@@ -641,23 +641,24 @@ fn noodles_sample(
 /// A record's samples as text, where they are text: VCF records read them from it
 /// directly (`sample_text`); BCF's are binary and go through noodles.
 pub trait SampleText {
-    /// Call `f` with each sample's index and text; `false` (without calling it) where the
-    /// samples are not text.
-    fn for_each_sample_text(&self, f: impl FnMut(usize, &str)) -> bool;
+    /// `f` called with every sample's text, in order; `None` (without calling it) where
+    /// the samples are not text. One split of the record's sample columns serves both the
+    /// count check and the rows: noodles' `Samples::len` splits them all just to count.
+    fn with_sample_texts<T>(&self, f: impl FnOnce(&[&str]) -> T) -> Option<T>;
 }
 
 impl SampleText for vcf::Record {
-    fn for_each_sample_text(&self, mut f: impl FnMut(usize, &str)) -> bool {
-        for (i, sample) in self.samples().iter().enumerate() {
-            f(i, sample.as_ref());
-        }
-        true
+    fn with_sample_texts<T>(&self, f: impl FnOnce(&[&str]) -> T) -> Option<T> {
+        let samples = self.samples();
+        let all: Vec<_> = samples.iter().collect();
+        let texts: Vec<&str> = all.iter().map(AsRef::as_ref).collect();
+        Some(f(&texts))
     }
 }
 
 impl SampleText for noodles::bcf::Record {
-    fn for_each_sample_text(&self, _: impl FnMut(usize, &str)) -> bool {
-        false
+    fn with_sample_texts<T>(&self, _: impl FnOnce(&[&str]) -> T) -> Option<T> {
+        None
     }
 }
 
@@ -727,6 +728,49 @@ fn effect_alt_index(allele: &str, reference: &str, alts: &[String]) -> Option<us
         }
     }
     None
+}
+
+/// How each of a record's FORMAT keys is read; undeclared and unreadable keys are skipped,
+/// with a problem row.
+fn slots_for(
+    samples: &dyn noodles::vcf::variant::record::Samples,
+    header: &vcf::Header,
+    layout: &Layout,
+    ordinal: u64,
+    problems: &mut Vec<Problem>,
+) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    for key in samples.column_names(header) {
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                problems.push(Problem {
+                    record: ordinal,
+                    kind: "bad_format_value",
+                    message: format!("FORMAT: {e}"),
+                    once_key: None,
+                });
+                slots.push(Slot::Skip);
+                continue;
+            }
+        };
+        slots.push(if key == "GT" {
+            Slot::Gt
+        } else if let Some(&c) = layout.format_index.get(key) {
+            slot_for(&layout.formats[c], c, header)
+        } else {
+            problems.push(Problem {
+                record: ordinal,
+                kind: "undeclared_format",
+                message: format!(
+                    "FORMAT/{key} is not declared in the header; its values are not kept"
+                ),
+                once_key: Some(format!("format:{key}")),
+            });
+            Slot::Skip
+        });
+    }
+    slots
 }
 
 /// Convert a chunk of records. `first_record` is the file ordinal of `records[0]`;
@@ -862,108 +906,99 @@ pub fn convert<R: Record + SampleText>(
                     continue;
                 }
             };
-            if !samples.is_empty() && samples.len() != n_samples {
-                problems.push(problem(
+            let sample_count = |count: usize| {
+                problem(
                     "sample_count",
-                    format!(
-                        "{} sample columns where the header names {n_samples}",
-                        samples.len()
-                    ),
-                ));
-                continue;
-            }
+                    format!("{count} sample columns where the header names {n_samples}"),
+                )
+            };
             let mut slots = Vec::new();
-            for key in samples.column_names(header) {
-                let key = match key {
-                    Ok(k) => k,
-                    Err(e) => {
-                        problems.push(problem("bad_format_value", format!("FORMAT: {e}")));
-                        slots.push(Slot::Skip);
-                        continue;
-                    }
-                };
-                slots.push(if key == "GT" {
-                    Slot::Gt
-                } else if let Some(&c) = layout.format_index.get(key) {
-                    slot_for(&layout.formats[c], c, header)
-                } else {
-                    problems.push(Problem {
-                        record: ordinal,
-                        kind: "undeclared_format",
-                        message: format!(
-                            "FORMAT/{key} is not declared in the header; its values are not kept"
-                        ),
-                        once_key: Some(format!("format:{key}")),
-                    });
-                    Slot::Skip
-                });
-            }
             // Without splitting, a record is one row: its genotype rows go straight from
             // the sample text into the builders. VCF text only; BCF's samples are binary.
             let direct = !layout.split && !samples.is_empty() && {
                 let variant_id = (layout.file_number << ROW_BITS) | row as i64;
                 let alts_len = alts.len();
-                record.for_each_sample_text(|s, src| {
-                    let fast = read_sample(src, &slots, &mut scratch, &mut scratch_gt);
-                    let (gt, values) = if fast {
-                        (None, None)
-                    } else {
-                        let all = record.samples().ok();
-                        let sample = all.as_ref().and_then(|all| all.iter().nth(s));
-                        let (gt, values) = match sample {
-                            Some(sample) => noodles_sample(
-                                sample.as_ref(),
-                                header,
-                                &slots,
-                                layout,
-                                s,
-                                &mut |kind, m| problems.push(problem(kind, m)),
-                            ),
-                            None => (None, vec![None; layout.formats.len()]),
+                let outcome = record.with_sample_texts(|texts| {
+                    if texts.len() != n_samples {
+                        return Err(texts.len());
+                    }
+                    slots = slots_for(&*samples, header, layout, ordinal, &mut problems);
+                    for (s, &src) in texts.iter().enumerate() {
+                        let fast = read_sample(src, &slots, &mut scratch, &mut scratch_gt);
+                        let (gt, values) = if fast {
+                            (None, None)
+                        } else {
+                            let all = record.samples().ok();
+                            let sample = all.as_ref().and_then(|all| all.iter().nth(s));
+                            let (gt, values) = match sample {
+                                Some(sample) => noodles_sample(
+                                    sample.as_ref(),
+                                    header,
+                                    &slots,
+                                    layout,
+                                    s,
+                                    &mut |kind, m| problems.push(problem(kind, m)),
+                                ),
+                                None => (None, vec![None; layout.formats.len()]),
+                            };
+                            (gt, Some(values))
                         };
-                        (gt, Some(values))
-                    };
-                    let alleles: Option<(&[Option<i32>], bool)> = match (&gt, fast) {
-                        (Some(g), _) => Some((&g.0, g.1)),
-                        (None, true) if scratch_gt.present => {
-                            Some((&scratch_gt.alleles, scratch_gt.phased))
-                        }
-                        _ => None,
-                    };
-                    if let Some((a, _)) = alleles {
-                        if a.iter().flatten().any(|&a| a as usize > alts_len) {
-                            problems.push(problem(
-                                "bad_genotype",
-                                format!(
+                        let alleles: Option<(&[Option<i32>], bool)> = match (&gt, fast) {
+                            (Some(g), _) => Some((&g.0, g.1)),
+                            (None, true) if scratch_gt.present => {
+                                Some((&scratch_gt.alleles, scratch_gt.phased))
+                            }
+                            _ => None,
+                        };
+                        if let Some((a, _)) = alleles {
+                            if a.iter().flatten().any(|&a| a as usize > alts_len) {
+                                problems.push(problem(
+                                    "bad_genotype",
+                                    format!(
                                     "sample {}: an allele index past the {alts_len} ALT allele(s)",
                                     layout.samples[s]
                                 ),
-                            ));
-                        }
-                    }
-                    g.push_keys(variant_id, &layout.samples[s], &chrom, pos);
-                    g.push_genotype(alleles, None);
-                    for (c, b) in g.formats.iter_mut().enumerate() {
-                        let appended = match &values {
-                            None => {
-                                b.append_text(&scratch[c], src);
-                                Ok(())
+                                ));
                             }
-                            Some(values) => b.append(values[c].as_ref()),
-                        };
-                        if let Err(why) = appended {
-                            problems.push(problem(
-                                "bad_format_value",
-                                format!(
-                                    "FORMAT/{} of sample {}: {why}",
-                                    layout.formats[c].key, layout.samples[s]
-                                ),
-                            ));
+                        }
+                        g.push_keys(variant_id, &layout.samples[s], &chrom, pos);
+                        g.push_genotype(alleles, None);
+                        for (c, b) in g.formats.iter_mut().enumerate() {
+                            let appended = match &values {
+                                None => {
+                                    b.append_text(&scratch[c], src);
+                                    Ok(())
+                                }
+                                Some(values) => b.append(values[c].as_ref()),
+                            };
+                            if let Err(why) = appended {
+                                problems.push(problem(
+                                    "bad_format_value",
+                                    format!(
+                                        "FORMAT/{} of sample {}: {why}",
+                                        layout.formats[c].key, layout.samples[s]
+                                    ),
+                                ));
+                            }
                         }
                     }
-                })
+                    Ok(())
+                });
+                match outcome {
+                    Some(Ok(())) => true,
+                    Some(Err(count)) => {
+                        problems.push(sample_count(count));
+                        continue;
+                    }
+                    None => false,
+                }
             };
             if !direct {
+                if !samples.is_empty() && samples.len() != n_samples {
+                    problems.push(sample_count(samples.len()));
+                    continue;
+                }
+                slots = slots_for(&*samples, header, layout, ordinal, &mut problems);
                 gts = vec![None; n_samples];
                 format_values = vec![vec![None; n_samples]; layout.formats.len()];
                 for (s, sample) in samples.iter().enumerate().take(n_samples) {
