@@ -47,15 +47,34 @@ impl Slot {
     }
 }
 
-/// One column's values for the current sample. Strings are byte ranges into the sample's
-/// text, so nothing is allocated per value once the buffers have grown.
+/// One column's values for the current sample. Numbers are kept flat with a validity
+/// flag per item (`.` items are missing), so a list goes into its Arrow builder in one
+/// slice; strings are byte ranges into the sample's text. Nothing is allocated per value
+/// once the buffers have grown.
 #[derive(Debug, Default, Clone)]
 pub struct ColValues {
     /// The sample has a value (not `.`) for this column.
     pub present: bool,
-    pub ints: Vec<Option<i32>>,
-    pub floats: Vec<Option<f32>>,
+    /// The items of an Integer column (0 where missing).
+    pub ints: Vec<i32>,
+    /// The items of a Float column (0 where missing).
+    pub floats: Vec<f32>,
+    /// Per number item: not missing.
+    pub valid: Vec<bool>,
+    /// How many number items are missing.
+    pub missing: usize,
     pub strs: Vec<Option<(usize, usize)>>,
+}
+
+impl ColValues {
+    fn start(&mut self) {
+        self.present = true;
+        self.ints.clear();
+        self.floats.clear();
+        self.valid.clear();
+        self.missing = 0;
+        self.strs.clear();
+    }
 }
 
 /// A sample's genotype: allele indices (None = missing) and whether it is phased.
@@ -68,6 +87,10 @@ pub struct GtValues {
 
 /// Read `src` (one sample's text) into `cols` and `gt`, cleared first. `false` when the
 /// sample needs noodles.
+///
+/// Each value is read in one pass over its bytes: the readers below find the value's end
+/// (`:` or the end of the sample) and its items' ends (`,`) while they parse, so a
+/// sample's text is scanned once, not split and then parsed.
 pub fn read_sample(src: &str, slots: &[Slot], cols: &mut [ColValues], gt: &mut GtValues) -> bool {
     for c in cols.iter_mut() {
         c.present = false;
@@ -79,193 +102,285 @@ pub fn read_sample(src: &str, slots: &[Slot], cols: &mut [ColValues], gt: &mut G
     if src == "." {
         return true;
     }
-    let mut start = 0;
-    for (i, value) in split_ascii(src, b':').enumerate() {
-        let offset = start;
-        start += value.len() + 1;
-        let Some(slot) = slots.get(i) else {
+    let b = src.as_bytes();
+    let mut at = 0;
+    for slot in slots.iter().copied() {
+        if at == b.len() {
+            // An empty last value (a trailing `:`).
             return false;
+        }
+        let end = match slot {
+            Slot::Gt => read_genotype(b, at, gt),
+            Slot::Int { col, list } => read_numbers::<i32>(b, at, list, &mut cols[col]),
+            Slot::Float { col, list } => read_numbers::<f32>(b, at, list, &mut cols[col]),
+            Slot::Str { col, list } => read_strings(b, at, list, &mut cols[col]),
+            Slot::Skip | Slot::Noodles { .. } => Some(value_end(b, at)),
         };
-        if value.is_empty() {
+        let Some(end) = end else { return false };
+        if end == at {
             return false;
         }
-        if value == "." {
-            continue;
-        }
-        let ok = match *slot {
-            Slot::Skip => true,
-            Slot::Noodles { .. } => return false,
-            Slot::Gt => read_genotype(value, gt),
-            Slot::Int { col, list } => {
-                let c = &mut cols[col];
-                c.ints.clear();
-                c.present = true;
-                read_items(value, list, &mut c.ints)
-            }
-            Slot::Float { col, list } => {
-                let c = &mut cols[col];
-                c.floats.clear();
-                c.present = true;
-                read_items(value, list, &mut c.floats)
-            }
-            Slot::Str { col, list } => {
-                if value.contains('%') {
-                    return false;
+        if end == at + 1 && b[at] == b'.' {
+            // A lone `.` is a missing value, whatever the column.
+            match slot {
+                Slot::Gt => gt.present = false,
+                Slot::Int { col, .. } | Slot::Float { col, .. } | Slot::Str { col, .. } => {
+                    cols[col].present = false
                 }
-                let c = &mut cols[col];
-                c.strs.clear();
-                c.present = true;
-                if list {
-                    let mut at = offset;
-                    for item in split_ascii(value, b',') {
-                        c.strs.push((item != ".").then_some((at, at + item.len())));
-                        at += item.len() + 1;
-                    }
-                } else {
-                    c.strs.push(Some((offset, offset + value.len())));
-                }
-                true
+                Slot::Skip | Slot::Noodles { .. } => {}
             }
-        };
-        if !ok {
+        } else if let Slot::Noodles { .. } = slot {
             return false;
         }
+        if end == b.len() {
+            return true;
+        }
+        at = end + 1;
     }
-    true
+    // More values than keys.
+    false
 }
 
-/// A single value, or a `,`-separated list whose `.` items are missing (a single `.`
-/// never reaches here: the caller treats it as a missing value, as noodles does).
-fn read_items<T: Number>(value: &str, list: bool, out: &mut Vec<Option<T>>) -> bool {
-    if !list {
-        return T::read(value).map(|n| out.push(Some(n))).is_some();
-    }
-    for s in split_ascii(value, b',') {
-        if s == "." {
-            out.push(None);
-        } else if let Some(n) = T::read(s) {
-            out.push(Some(n));
+/// Where the value starting at `at` ends: its `:`, or the end of the sample.
+fn value_end(b: &[u8], at: usize) -> usize {
+    b[at..]
+        .iter()
+        .position(|&c| c == b':')
+        .map_or(b.len(), |i| at + i)
+}
+
+/// Where the item starting at `at` ends: its `,` or `:`, or the end of the sample.
+fn item_end(b: &[u8], at: usize) -> usize {
+    b[at..]
+        .iter()
+        .position(|&c| c == b',' || c == b':')
+        .map_or(b.len(), |i| at + i)
+}
+
+/// The numbers of the value at `at`: one, or a `,`-separated list whose `.` items are
+/// missing. Returns the value's end, or `None` when an item is not a number `str::parse`
+/// reads (or a single value is a list).
+fn read_numbers<T: Number>(b: &[u8], at: usize, list: bool, c: &mut ColValues) -> Option<usize> {
+    c.start();
+    let mut i = at;
+    loop {
+        let (item, end) = if b[i] == b'.' && b.get(i + 1).is_none_or(|&x| x == b',' || x == b':') {
+            (None, i + 1)
         } else {
-            return false;
+            let (n, end) = T::read_item(b, i)?;
+            (Some(n), end)
+        };
+        T::push(c, item);
+        match b.get(end) {
+            Some(b',') if list => i = end + 1,
+            Some(b',') => return None,
+            _ => return Some(end),
+        }
+        if i == b.len() {
+            // A trailing `,`: an empty item.
+            return None;
         }
     }
-    true
+}
+
+/// The strings of the value at `at`, as byte ranges: `None` for a `.` list item. A value
+/// with a `%` (percent-encoded in VCF 4.3+) is left to noodles, which decodes it.
+fn read_strings(b: &[u8], at: usize, list: bool, c: &mut ColValues) -> Option<usize> {
+    c.start();
+    let mut item = at;
+    let mut i = at;
+    loop {
+        let x = b.get(i).copied();
+        match x {
+            Some(b'%') => return None,
+            Some(b',') if list => {
+                c.strs.push((&b[item..i] != b".").then_some((item, i)));
+                item = i + 1;
+            }
+            None | Some(b':') => {
+                if list {
+                    c.strs.push((&b[item..i] != b".").then_some((item, i)));
+                } else {
+                    c.strs.push(Some((at, i)));
+                }
+                return Some(i);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
 }
 
 /// A FORMAT number read from its text, giving exactly what `str::parse` gives.
-trait Number: Sized {
-    fn read(s: &str) -> Option<Self>;
+trait Number: Sized + Copy {
+    /// The number at `at` and where it ends (the next `,`, `:` or the end), or `None`
+    /// when `str::parse` would not read that text.
+    fn read_item(b: &[u8], at: usize) -> Option<(Self, usize)>;
+    fn push(c: &mut ColValues, v: Option<Self>);
 }
 
 impl Number for i32 {
-    fn read(s: &str) -> Option<Self> {
-        s.parse().ok()
+    /// `str::parse::<i32>`'s grammar: an optional sign, then one or more digits, in range.
+    fn read_item(b: &[u8], at: usize) -> Option<(Self, usize)> {
+        let (negative, mut i) = match b.get(at)? {
+            b'-' => (true, at + 1),
+            b'+' => (false, at + 1),
+            _ => (false, at),
+        };
+        let first = i;
+        let mut m: i64 = 0;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'0'..=b'9' => {
+                    m = m * 10 + i64::from(c - b'0');
+                    if m > 1 << 31 {
+                        return None;
+                    }
+                }
+                b',' | b':' => break,
+                _ => return None,
+            }
+            i += 1;
+        }
+        if i == first {
+            return None;
+        }
+        let n = if negative { -m } else { m };
+        Some((i32::try_from(n).ok()?, i))
+    }
+
+    fn push(c: &mut ColValues, v: Option<Self>) {
+        c.ints.push(v.unwrap_or(0));
+        c.valid.push(v.is_some());
+        c.missing += usize::from(v.is_none());
     }
 }
 
 impl Number for f32 {
-    fn read(s: &str) -> Option<Self> {
-        plain_decimal_f32(s).or_else(|| s.parse().ok())
+    /// A short plain decimal (`-0.61`, `37.45`: a sign, at most one point, at most nine
+    /// digits, no exponent) is read as `m / 10^e` while its end is found. With `m < 2^24`
+    /// and `e <= 9`, both are exact in `f32` and IEEE division rounds their quotient
+    /// correctly, so the result is the correctly rounded value of the text, as `str::parse`
+    /// gives; it is a fifth of the cost. Likelihoods and qualities (GL, GQ) are most of a
+    /// large VCF's floats. Anything else goes to `str::parse`.
+    fn read_item(b: &[u8], at: usize) -> Option<(Self, usize)> {
+        let (negative, mut i) = match b.get(at) {
+            Some(b'-') => (true, at + 1),
+            Some(b'+') => (false, at + 1),
+            _ => (false, at),
+        };
+        let mut m: u32 = 0;
+        let mut digits = 0usize;
+        let mut point: Option<usize> = None;
+        let mut plain = true;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'0'..=b'9' if digits < 9 => {
+                    m = m * 10 + u32::from(c - b'0');
+                    digits += 1;
+                }
+                b'.' if point.is_none() => point = Some(digits),
+                b',' | b':' => break,
+                _ => {
+                    plain = false;
+                    break;
+                }
+            }
+            i += 1;
+        }
+        if plain && digits > 0 && m < 1 << 24 {
+            let v = m as f32 / POW10_F32[digits - point.unwrap_or(digits)];
+            return Some((if negative { -v } else { v }, i));
+        }
+        let end = item_end(b, at);
+        // The separators are ASCII, so the item is whole UTF-8 (`b` is a `&str`'s bytes).
+        let s = std::str::from_utf8(&b[at..end]).ok()?;
+        Some((s.parse().ok()?, end))
+    }
+
+    fn push(c: &mut ColValues, v: Option<Self>) {
+        c.floats.push(v.unwrap_or(0.0));
+        c.valid.push(v.is_some());
+        c.missing += usize::from(v.is_none());
     }
 }
 
-/// Powers of ten that are exact in `f32` (5^10 < 2^24).
-const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
-
-/// A short plain decimal (`-0.61`, `37.45`: a sign, at most one point, no exponent) read
-/// as `m / 10^e`, or `None` for anything else. With `m < 2^24` and `e <= 10`, both are exact
-/// in `f32` and IEEE division rounds their quotient correctly, so the result is the
-/// correctly rounded value of the text, as `str::parse` gives; it is a fifth of the cost.
-/// Likelihoods and qualities (GL, GQ) are most of a large VCF's floats.
-fn plain_decimal_f32(s: &str) -> Option<f32> {
-    let b = s.as_bytes();
-    let (negative, digits) = match b.first()? {
-        b'-' => (true, &b[1..]),
-        b'+' => (false, &b[1..]),
-        _ => (false, b),
-    };
-    if digits.len() > 9 {
-        return None;
+/// A whole text read as an `f32` item (what `str::parse` gives), for tests.
+#[cfg(test)]
+fn read_f32(s: &str) -> Option<f32> {
+    match <f32 as Number>::read_item(s.as_bytes(), 0) {
+        Some((v, end)) if end == s.len() => Some(v),
+        Some(_) => None,
+        None => None,
     }
-    let mut m: u32 = 0;
-    let mut seen_digit = false;
-    let mut point: Option<usize> = None;
-    for (i, &c) in digits.iter().enumerate() {
-        match c {
-            b'0'..=b'9' => {
-                m = m * 10 + u32::from(c - b'0');
-                seen_digit = true;
-            }
-            b'.' if point.is_none() => point = Some(digits.len() - i - 1),
-            _ => return None,
-        }
-    }
-    if !seen_digit || m >= 1 << 24 {
-        return None;
-    }
-    let v = m as f32 / POW10_F32[point.unwrap_or(0)];
-    Some(if negative { -v } else { v })
 }
 
-/// `s` split at each `sep` byte. The separators are ASCII, so every piece is whole UTF-8;
-/// a byte scan is several times faster than `str::split` (or memchr's) on values a few
-/// bytes long.
-fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let mut start = 0;
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        match s.as_bytes()[start..].iter().position(|&b| b == sep) {
-            Some(i) => {
-                let piece = &s[start..start + i];
-                start += i + 1;
-                Some(piece)
-            }
-            None => {
-                done = true;
-                Some(&s[start..])
-            }
-        }
-    })
-}
+/// Powers of ten that are exact in `f32` (5^9 < 2^24).
+const POW10_F32: [f32; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
-fn read_genotype(value: &str, gt: &mut GtValues) -> bool {
+/// The genotype at `at` (up to its `:` or the end of the sample); its end, or `None` for
+/// what noodles reads differently or rejects (an empty allele, an index that is not a
+/// number).
+fn read_genotype(b: &[u8], at: usize, gt: &mut GtValues) -> Option<usize> {
     gt.alleles.clear();
     // A leading phasing indicator (VCF 4.4) belongs to the first allele, whose phasing
     // does not count: a genotype is phased when every separator between alleles is `|`.
-    let body = value.strip_prefix(['|', '/']).unwrap_or(value);
-    if body.is_empty() {
-        return false;
+    let mut i = match b[at] {
+        b'|' | b'/' => at + 1,
+        _ => at,
+    };
+    if b.get(i).is_none_or(|&c| c == b':') {
+        return None;
     }
     let mut phased = true;
-    let mut rest = body;
     loop {
-        let end = rest
-            .bytes()
-            .position(|b| b == b'|' || b == b'/')
-            .unwrap_or(rest.len());
-        let allele = &rest[..end];
-        if allele == "." {
-            gt.alleles.push(None);
-        } else {
-            match allele.parse::<usize>() {
-                Ok(n) => gt.alleles.push(Some(n as i32)),
-                Err(_) => return false,
+        let (allele, end) = read_allele(b, i)?;
+        gt.alleles.push(allele);
+        match b.get(end) {
+            Some(b'/') => phased = false,
+            Some(b'|') => {}
+            _ => {
+                gt.phased = phased && gt.alleles.len() >= 2;
+                gt.present = true;
+                return Some(end);
             }
         }
-        if end == rest.len() {
-            break;
-        }
-        if rest.as_bytes()[end] == b'/' {
-            phased = false;
-        }
-        rest = &rest[end + 1..];
+        i = end + 1;
     }
-    gt.phased = phased && gt.alleles.len() >= 2;
-    gt.present = true;
-    true
+}
+
+/// One allele index (`.` = missing) and where it ends, read as `str::parse::<usize>`
+/// reads it (an optional `+`, then digits).
+fn read_allele(b: &[u8], at: usize) -> Option<(Option<i32>, usize)> {
+    let ends = |c: u8| matches!(c, b'|' | b'/' | b':');
+    let first_byte = *b.get(at)?;
+    if first_byte == b'.' && b.get(at + 1).is_none_or(|&c| ends(c)) {
+        return Some((None, at + 1));
+    }
+    let mut i = at + usize::from(first_byte == b'+');
+    let first = i;
+    let mut n: u32 = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' if i - first < 9 => n = n * 10 + u32::from(c - b'0'),
+            c if ends(c) => break,
+            _ => {
+                // Long or not a number: what `str::parse` makes of the whole allele.
+                let end = b[at..]
+                    .iter()
+                    .position(|&c| ends(c))
+                    .map_or(b.len(), |e| at + e);
+                let text = std::str::from_utf8(&b[at..end]).ok()?;
+                let n = text.parse::<usize>().ok()?;
+                return Some((Some(n as i32), end));
+            }
+        }
+        i += 1;
+    }
+    if i == first {
+        return None;
+    }
+    Some((Some(n as i32), i))
 }
 
 #[cfg(test)]
@@ -279,7 +394,7 @@ mod tests {
     fn plain_decimals_read_as_str_parse_reads_them() {
         let check = |s: &str| {
             let want = s.parse::<f32>().ok().map(f32::to_bits);
-            let got = <f32 as Number>::read(s).map(f32::to_bits);
+            let got = read_f32(s).map(f32::to_bits);
             assert_eq!(got, want, "{s:?}");
         };
         for s in [
@@ -466,8 +581,18 @@ mod tests {
                         | Slot::Str { list: true, .. }
                 );
                 let items: Vec<String> = match slot {
-                    Slot::Int { .. } => c.ints.iter().map(|x| format!("{x:?}")).collect(),
-                    Slot::Float { .. } => c.floats.iter().map(|x| format!("{x:?}")).collect(),
+                    Slot::Int { .. } => c
+                        .ints
+                        .iter()
+                        .zip(&c.valid)
+                        .map(|(x, v)| format!("{:?}", v.then_some(x)))
+                        .collect(),
+                    Slot::Float { .. } => c
+                        .floats
+                        .iter()
+                        .zip(&c.valid)
+                        .map(|(x, v)| format!("{:?}", v.then_some(x)))
+                        .collect(),
                     _ => c
                         .strs
                         .iter()
@@ -504,6 +629,12 @@ mod tests {
             "1|.:9:.,4,.:.:.:.,.:.",
             "10/11:1",
             "0|1:1:2:3:4:5:6",
+            ".:.",
+            "+1/+2:+5:-0,+3:+.5,-.5,1.:x",
+            "0/1:-2147483648:2147483647,0000000000012:0.000000001,123456789,16777217",
+            "1234567890/1:1:1:1e-3,.,5E2",
+            "0/1:1:.,.,.:.,.,.",
+            "0|1:1:1:-0,-0.0,0.30000001:é:é,ü",
         ];
         for case in cases {
             let theirs = noodles_reading(case).expect(case);
@@ -525,6 +656,17 @@ mod tests {
             "0/1:1:1:1:a%3Ab",
             "0|1:1:2:3:4:5:6:7",
             "a/b",
+            "0/1:",
+            "0/",
+            "/",
+            "0/1:1:2,",
+            "0/1:1:,2",
+            "0/1:2147483648",
+            "0/1:1,2",
+            "99999999999999999999/1",
+            "0/1:1:1:1.2.3",
+            "0/1:1:1:-",
+            "0/1:1:1:1:a%3Ab,c",
         ] {
             assert_eq!(this_reading(case), None, "{case:?}");
         }
