@@ -141,20 +141,23 @@ pub fn read_sample(src: &str, slots: &[Slot], cols: &mut [ColValues], gt: &mut G
     false
 }
 
-/// Where the value starting at `at` ends: its `:`, or the end of the sample.
-fn value_end(b: &[u8], at: usize) -> usize {
+/// Where the run of bytes starting at `at` ends: the first byte that `stops` it, or the
+/// end of the sample.
+fn end_of(b: &[u8], at: usize, stops: impl Fn(u8) -> bool) -> usize {
     b[at..]
         .iter()
-        .position(|&c| c == b':')
+        .position(|&c| stops(c))
         .map_or(b.len(), |i| at + i)
+}
+
+/// Where the value starting at `at` ends: its `:`, or the end of the sample.
+fn value_end(b: &[u8], at: usize) -> usize {
+    end_of(b, at, |c| c == b':')
 }
 
 /// Where the item starting at `at` ends: its `,` or `:`, or the end of the sample.
 fn item_end(b: &[u8], at: usize) -> usize {
-    b[at..]
-        .iter()
-        .position(|&c| c == b',' || c == b':')
-        .map_or(b.len(), |i| at + i)
+    end_of(b, at, |c| c == b',' || c == b':')
 }
 
 /// The numbers of the value at `at`: one, or a `,`-separated list whose `.` items are
@@ -212,11 +215,19 @@ fn read_strings(b: &[u8], at: usize, list: bool, c: &mut ColValues) -> Option<us
 }
 
 /// A FORMAT number read from its text, giving exactly what `str::parse` gives.
-trait Number: Sized + Copy {
+trait Number: Sized + Copy + Default {
     /// The number at `at` and where it ends (the next `,`, `:` or the end), or `None`
     /// when `str::parse` would not read that text.
     fn read_item(b: &[u8], at: usize) -> Option<(Self, usize)>;
-    fn push(c: &mut ColValues, v: Option<Self>);
+    /// The column's buffer for this type.
+    fn items(c: &mut ColValues) -> &mut Vec<Self>;
+
+    /// An item, 0 where missing.
+    fn push(c: &mut ColValues, v: Option<Self>) {
+        Self::items(c).push(v.unwrap_or_default());
+        c.valid.push(v.is_some());
+        c.missing += usize::from(v.is_none());
+    }
 }
 
 impl Number for i32 {
@@ -249,10 +260,8 @@ impl Number for i32 {
         Some((i32::try_from(n).ok()?, i))
     }
 
-    fn push(c: &mut ColValues, v: Option<Self>) {
-        c.ints.push(v.unwrap_or(0));
-        c.valid.push(v.is_some());
-        c.missing += usize::from(v.is_none());
+    fn items(c: &mut ColValues) -> &mut Vec<Self> {
+        &mut c.ints
     }
 }
 
@@ -298,10 +307,8 @@ impl Number for f32 {
         Some((s.parse().ok()?, end))
     }
 
-    fn push(c: &mut ColValues, v: Option<Self>) {
-        c.floats.push(v.unwrap_or(0.0));
-        c.valid.push(v.is_some());
-        c.missing += usize::from(v.is_none());
+    fn items(c: &mut ColValues) -> &mut Vec<Self> {
+        &mut c.floats
     }
 }
 
@@ -310,8 +317,7 @@ impl Number for f32 {
 fn read_f32(s: &str) -> Option<f32> {
     match <f32 as Number>::read_item(s.as_bytes(), 0) {
         Some((v, end)) if end == s.len() => Some(v),
-        Some(_) => None,
-        None => None,
+        _ => None,
     }
 }
 
@@ -366,10 +372,7 @@ fn read_allele(b: &[u8], at: usize) -> Option<(Option<i32>, usize)> {
             c if ends(c) => break,
             _ => {
                 // Long or not a number: what `str::parse` makes of the whole allele.
-                let end = b[at..]
-                    .iter()
-                    .position(|&c| ends(c))
-                    .map_or(b.len(), |e| at + e);
+                let end = end_of(b, at, ends);
                 let text = std::str::from_utf8(&b[at..end]).ok()?;
                 let n = text.parse::<usize>().ok()?;
                 return Some((Some(n as i32), end));
