@@ -2,7 +2,7 @@
 //! what they claim. Alone in its own test binary, so that the process's peak memory
 //! (VmHWM) is this test's.
 
-mod common;
+use crate::common;
 
 use medlake::synth;
 use medlake::Lake;

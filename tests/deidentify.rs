@@ -12,13 +12,11 @@
 //! - `control`: no de-identification, where the same scan must find many identifiers (so
 //!   the scan is shown able to fail).
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use common::s3::{boto, default_cache, medlake_s3, start_moto};
-use common::{display_rows, in_ci, python, python_has, test_file};
+use crate::common::s3::{boto, default_cache, medlake_s3, start_moto};
+use crate::common::{display_rows, in_ci, python, python_has, test_file};
 use medlake::ingest::deidentify::{Deidentifier, ProfileOptions};
 use medlake::ingest::dicom::{ingest_dicom, DicomIngestOptions};
 use medlake::Lake;

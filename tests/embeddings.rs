@@ -10,12 +10,12 @@
 //!   stored in the lake, adding it again writes nothing, and bad files or outputs are
 //!   refused with nothing recorded. Its outputs come back through `predict` and `embed`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{display_rows, python, python_has, stdout_of};
+use crate::common::{display_rows, python, python_has, stdout_of};
 use medlake::compute::embeddings::{compute_embeddings, EmbedOptions};
 use medlake::models::{add_model, AddModel};
 use medlake::phantoms::{

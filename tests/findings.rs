@@ -3,7 +3,7 @@
 //! findings cohort of sql/cohorts checked against what was placed; a series that is not
 //! one volume recorded in `compute_errors`; a second run computing nothing.
 
-mod common;
+use crate::common;
 
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;

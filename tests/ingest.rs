@@ -1,6 +1,6 @@
 //! Ingest accounting and idempotency, and other engines reading the lake.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

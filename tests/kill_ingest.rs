@@ -1,8 +1,6 @@
 //! Kill an ingest mid-run (SIGKILL), check the lake is still readable and consistent, then
 //! run the same ingest again and check it completes with no duplicates and nothing missing.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -7,9 +7,9 @@
 //!   Needs `moto[server]` (tests/oracle/requirements.txt): skipped with a message locally
 //!   when it is missing, a failure in CI.
 
-mod common;
+use crate::common;
 
-use common::s3::{boto, default_cache, medlake_s3, start_moto};
+use crate::common::s3::{boto, default_cache, medlake_s3, start_moto};
 
 use medlake::Lake;
 

@@ -11,7 +11,7 @@
 //!
 //! Without the data the test skips with a message, except in CI (CI=true), where it fails.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,9 @@
 //! crash, DICOM SR through both paths, and negation quality on the Indiana University
 //! chest X-ray reports against their MeSH labels.
 
-mod common;
+use crate::common;
 
-use common::test_file;
+use crate::common::test_file;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

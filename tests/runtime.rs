@@ -2,11 +2,9 @@
 //! on a volume with blobs, a hollow shell and noise, with unequal dimensions so that a
 //! mixed-up axis shows.
 
-mod common;
-
 use std::path::Path;
 
-use common::{python, python_has, read_npy, Npy};
+use crate::common::{python, python_has, read_npy, Npy};
 use medlake_udfs::runtime::{self, cpu, labels, Backend, Dims};
 
 const DIMS: Dims = [19, 27, 33];

@@ -12,7 +12,7 @@
 //! The truth is the generator's (which files and series each collection got), never the
 //! server's own answers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -65,7 +65,6 @@ fn files_under(dir: &Path) -> usize {
 /// The demo corpus split into collections `lung` (DEMO-001..003) and `cardiac` (the
 /// rest), with each collection's reports, and embeddings of every series.
 pub struct TwoCollections {
-    pub lake: Lake,
     pub root: PathBuf,
     pub lung_files: usize,
     pub cardiac_files: usize,
@@ -173,7 +172,6 @@ async fn two_collections(root: &Path) -> TwoCollections {
         }
     }
     TwoCollections {
-        lake,
         root: root.to_path_buf(),
         lung_files,
         cardiac_files,

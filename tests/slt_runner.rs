@@ -4,6 +4,8 @@
 //! `sql/cohorts/*.sql` are available to the files as `${cohort_NAME}`, so the .slt files
 //! test the very SQL that ships.
 
+// The integration tests' helpers; this binary uses only the test lake.
+#[allow(dead_code)]
 mod common;
 
 use std::path::PathBuf;

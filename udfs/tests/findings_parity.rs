@@ -29,12 +29,10 @@
 //! are held at full resolution by `tests/findings_phantoms.rs`). Here that is welcome:
 //! each is a LoG maximum and a verification that both backends must agree on.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::gpu;
+use crate::common::gpu;
 use medlake_udfs::findings::{self, Finding, Report};
 use medlake_udfs::phantom::{self, PhantomSpec};
 use medlake_udfs::runtime::Backend;

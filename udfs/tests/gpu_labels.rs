@@ -12,9 +12,7 @@
 //! enclosed by them and the border is not a hole) and noise: sparse (small components)
 //! and dense (small holes in the background).
 
-mod common;
-
-use common::gpu;
+use crate::common::gpu;
 use medlake_udfs::runtime::{Backend, Dims, Reduction};
 
 const DIMS: Dims = [19, 27, 33];

@@ -20,12 +20,12 @@
 //! Also, without python: unsupported ops and attributes fail at load naming the node, and
 //! the memory plan of a small graph, built here with the generated ONNX messages.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Instant;
 
-use common::oracle::{python, python_has, read_npy, worst, Scratch};
+use crate::common::oracle::{python, python_has, read_npy, worst, Scratch};
 use medlake_udfs::model::{onnx, Model, Tensor};
 use medlake_udfs::runtime::Backend;
 use prost::Message;

@@ -5,12 +5,10 @@
 //! that a mixed-up axis shows, and blobs, tubes (one along x, whose cross-section makes
 //! two eigenvalues nearly equal on its axis; one oblique) and noise.
 
-mod common;
-
 use std::path::Path;
 
-use common::gpu;
-use common::oracle::{python, python_has, read_npy, worst, Scratch};
+use crate::common::gpu;
+use crate::common::oracle::{python, python_has, read_npy, worst, Scratch};
 use medlake_udfs::runtime::{self, resample, symmetric_eigenvalues_3x3, Backend, Dims};
 
 const DIMS: Dims = [19, 27, 33];

@@ -1,8 +1,6 @@
 //! What the parity tests share: the CI rule, the GPU backend on any adapter, and
 //! (`oracle`) the python oracles' plumbing.
 
-// Not every test binary uses every helper.
-#[allow(dead_code)]
 pub mod oracle;
 
 use medlake_udfs::runtime::Backend;
@@ -16,7 +14,6 @@ pub fn in_ci() -> bool {
 /// The GPU backend on any adapter (lavapipe in CI), its bindings limited to
 /// `limit_binding` bytes if given (to force slabs), or `None` to skip; in CI a missing
 /// adapter fails the test.
-#[allow(dead_code)] // not every test binary opens a GPU
 pub fn gpu(limit_binding: Option<u64>) -> Option<Backend> {
     use medlake_udfs::runtime::gpu::{AdapterChoice, Gpu};
     match Gpu::open(AdapterChoice::AnyIncludingSoftware) {
