@@ -1,8 +1,11 @@
 //! Length fields that point far past the end of a file must not make medlake allocate
-//! what they claim. Alone in its own test binary, so that the process's peak memory
-//! (VmHWM) is this test's.
+//! what they claim. Alone in its own test binary (not a module of `tests/integration.rs`),
+//! so that the process's peak memory (VmHWM) is this test's: another test in the same
+//! process could raise it, falsely, or have raised it before, hiding a large allocation.
 
-use crate::common;
+// The integration tests' helpers; this binary uses two of them.
+#[allow(dead_code)]
+mod common;
 
 use medlake::synth;
 use medlake::Lake;

@@ -3,11 +3,12 @@
 //! One binary rather than one per file because each links the whole engine (DataFusion,
 //! deltalake, tantivy, wgpu): thirteen links were most of CI's test build. Run one file's
 //! tests with its module path, e.g. `cargo test --release --test integration vcf::`.
-//! The sqllogictest files run in their own binary (`--test slt`, `tests/slt_runner.rs`).
+//! Two files are binaries of their own: the sqllogictest runner (`--test slt`,
+//! `tests/slt_runner.rs`, no libtest harness) and `--test bogus_lengths`, which reads the
+//! process's peak memory and so must be alone in its process.
 
 mod common;
 
-mod bogus_lengths;
 mod deidentify;
 mod embeddings;
 mod findings;
